@@ -1,0 +1,75 @@
+# Two entry points on a fresh machine (see README): `make demo` and `make test`.
+# Each creates what it needs from nothing; nothing here needs Docker or AWS credentials.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY311 ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+# Python 3.12 (the Lambda runtime) for the tools venv, the image-equivalent venv and `sam build`.
+PY312 ?= $(firstword $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) \
+                     $(shell command -v python3.12 2>/dev/null))
+VENV := .venv
+TOOLS := .venv-tools
+IMAGE_VENV := .venv-image
+PIP_QUIET := -q --disable-pip-version-check
+
+.PHONY: help venv tools image-venv chromium lint typecheck test test-fast demo bench clean
+
+help:
+	@echo "make demo   - set up and run the whole pipeline locally (embedded cloud), then serve predictions"
+	@echo "make test   - set up and run lint, type checks and every test tier"
+	@echo "make bench  - run the benchmarks (JSON + PNG under benchmarks/results/)"
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
+	# torch first and exactly this version: the CPU wheel on this disk (a range would pull a CUDA build)
+	$(VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0
+	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[runtime,convert,train,cloud,local,dev]"
+	@touch $@
+
+tools: $(TOOLS)/.installed
+$(TOOLS)/.installed: requirements-tools.txt
+	@test -n "$(PY312)" || (echo "Python 3.12 is needed for the tools venv (pyenv install 3.12)"; exit 1)
+	@test -x $(TOOLS)/bin/python || $(PY312) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install $(PIP_QUIET) -r requirements-tools.txt
+	@touch $@
+
+# What the inference image installs, alone, in a fresh Python 3.12 venv (the image-equivalent test).
+image-venv: $(IMAGE_VENV)/.installed
+$(IMAGE_VENV)/.installed: packaging/inference/requirements.txt
+	@test -n "$(PY312)" || (echo "Python 3.12 is needed for the image-equivalent venv"; exit 1)
+	rm -rf $(IMAGE_VENV)
+	$(PY312) -m venv $(IMAGE_VENV)
+	$(IMAGE_VENV)/bin/pip install $(PIP_QUIET) --require-hashes --only-binary=:all: \
+		-r packaging/inference/requirements.txt
+	@touch $@
+
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser test"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| (sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); }
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+	@for f in functions/*/app.py; do $(VENV)/bin/mypy --no-namespace-packages "$$f" || exit 1; done
+
+test: venv tools image-venv chromium lint typecheck
+	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q
+
+test-fast: venv
+	$(VENV)/bin/pytest -q tests/unit
+
+demo: venv
+	$(VENV)/bin/lambdaforge up --recipe digits
+
+bench: venv
+	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json
+	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json
+
+clean:
+	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache runs

@@ -1,0 +1,5 @@
+"""`python -m lambdaforge.cli`."""
+
+from lambdaforge.cli import main
+
+main()

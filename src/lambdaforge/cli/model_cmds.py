@@ -1,0 +1,222 @@
+"""Model toolchain commands: train, export, quantize, bench, data."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.errors import LambdaforgeError
+
+_STEP = re.compile(r"\bstep=(\d+)")
+_TOTAL = re.compile(r"\bsteps=(\d+)")
+_KV = re.compile(r"\b(train_loss|test_metric)=([-+0-9.eE]+)")
+
+
+def _empty_or_force(path: Path, force: bool) -> None:
+    if path.exists() and any(path.iterdir()):
+        if not force:
+            raise LambdaforgeError(f"{path}: output directory is not empty", hint="pass --force to replace it")
+        shutil.rmtree(path)
+
+
+def _summary(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@app.command()
+def data(
+    recipe: Annotated[str, typer.Argument(help="recipe whose shipped dataset to write")],
+    out: Annotated[Path, typer.Option(help="folder to write into")] = Path("data"),
+) -> None:
+    """Write the dataset that ships with a recipe (digits from scikit-learn, text from the package)."""
+    from lambdaforge.recipes import get_recipe
+
+    path = get_recipe(recipe).write_sample_data(out)
+    console.print(f"wrote {path}")
+
+
+def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, str], *, force: bool,
+                verbose: bool) -> Path:
+    """Run `python -m lambdaforge.training` in a temporary /opt/ml tree, with a progress bar."""
+    from lambdaforge.artifact import open_model_dir
+    from lambdaforge.recipes import get_recipe
+    from lambdaforge.training.runner import JobTree, run_entry_point
+
+    rec = get_recipe(recipe)
+    _empty_or_force(out, force)
+    with tempfile.TemporaryDirectory(prefix="lambdaforge-train-") as tmp_name:
+        tmp = Path(tmp_name)
+        if data_path is None:
+            data_path = rec.write_sample_data(tmp / "sample-data")
+            console.print(f"no --data given: using the dataset that ships with {recipe!r} ({data_path.name})")
+        elif not data_path.exists():
+            raise LambdaforgeError(f"{data_path}: data path does not exist")
+        tree = JobTree(tmp / "opt" / "ml")
+        tree.prepare({"train": data_path}, {"recipe": recipe, **hps})
+        job = f"local-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+        tail: list[str] = []
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=not verbose) as progress:
+            task = progress.add_task(f"training {recipe}", total=None)
+            metrics: dict[str, str] = {}
+
+            def on_line(line: str) -> None:
+                tail.append(line)
+                del tail[:-40]
+                if verbose:
+                    progress.console.print(line, markup=False)
+                if (m := _TOTAL.search(line)) and "recipe=" in line:
+                    progress.update(task, total=int(m.group(1)))
+                if m := _STEP.search(line):
+                    progress.update(task, completed=int(m.group(1)))
+                metrics.update(dict(_KV.findall(line)))
+                if metrics:
+                    desc = " ".join(f"{k}={float(v):.4f}" for k, v in metrics.items())
+                    progress.update(task, description=f"training {recipe} {desc}")
+                if "exported model.onnx" in line:
+                    progress.update(task, description=f"exported ONNX {recipe}")
+
+            code, reason = run_entry_point(tree, {"train": data_path}, job, on_line=on_line)
+        if code != 0:
+            if not verbose:
+                console.print("\n".join(tail[-15:]), markup=False)
+            raise CommandFailed(f"training failed (exit {code}): {reason or 'no reason written'}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(tree.model_dir, out, dirs_exist_ok=True)
+    md = open_model_dir(out)
+    m = md.manifest
+    metric = m.primary_metric
+    _summary(f"trained {recipe}", [
+        ("model directory", str(out)),
+        (f"test {metric} (ONNX fp32)", f"{m.metrics[metric]:.4f}"),
+        (f"test {metric} (torch)", f"{m.metrics[f'torch_{metric}']:.4f}"),
+        ("parity max |diff|", f"{m.metrics['parity_max_abs_diff']:.3g}"),
+        ("steps / seconds", f"{m.training.steps} / {m.training.seconds:.1f}"),
+        ("model.onnx", f"{(out / m.model_file).stat().st_size / 1e6:.2f} MB"),
+        ("dataset version", m.training.dataset_version),
+    ])
+    return out
+
+
+@app.command()
+def train(
+    recipe: Annotated[str, typer.Option(help="recipe name or package.module:Class")] = "digits",
+    data_path: Annotated[Path | None, typer.Option("--data", help="data file or folder (default: shipped data)")]
+    = None,
+    out: Annotated[Path | None, typer.Option(help="where to write the model directory")] = None,
+    hp: Annotated[list[str] | None, typer.Option(help="hyperparameter key=value (repeatable)")] = None,
+    force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print every training log line")] = False,
+) -> None:
+    """Train a recipe locally through the SageMaker training entry point."""
+    from lambdaforge.training.hparams import parse_cli_pairs
+
+    train_local(recipe, data_path, out or Path("runs") / recipe / "model", parse_cli_pairs(hp or []),
+                force=force, verbose=verbose)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="trained model directory (with model.safetensors)")],
+    out: Annotated[Path, typer.Option(help="new model directory to write")],
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 18,
+    force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+) -> None:
+    """Re-export a trained model to ONNX from its weights, with the parity check."""
+    from lambdaforge.export.reexport import reexport
+
+    _empty_or_force(out, force)
+    _, parity = reexport(model, out, opset=opset)
+    _summary("exported", [("model directory", str(out)), ("opset", str(opset)),
+                          ("parity max |diff|", f"{parity.max_abs_diff:.3g}"),
+                          ("parity shapes", ", ".join(str(s) for s in parity.shapes)),
+                          ("top-1 agreement", f"{parity.argmax_agreement:.4f}")])
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Option(help="model directory with an fp32 model.onnx")],
+    out: Annotated[Path, typer.Option(help="new model directory to write")],
+    mode: Annotated[str, typer.Option(help="auto, dynamic or static")] = "auto",
+    max_drop: Annotated[float | None, typer.Option(help="largest allowed metric drop (0.005 = 0.5 points)")]
+    = None,
+    min_metric: Annotated[float | None, typer.Option(help="lowest allowed metric of the shipped model")] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help="a named config: auto, transformer, cnn, strict")]
+    = None,
+    force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
+) -> None:
+    """Quantize to INT8 behind the accuracy gate; writes the report either way."""
+    from lambdaforge.quantize import from_mode, preset, quantize_model_dir
+
+    cfg = preset(preset_name).with_gate(max_drop=max_drop, min_metric=min_metric) if preset_name \
+        else from_mode(mode, max_drop=max_drop, min_metric=min_metric)
+    _empty_or_force(out, force)
+    with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("quantizing", total=None)
+        report = quantize_model_dir(model, out, cfg, progress=lambda msg: progress.update(task, description=msg))
+    table = Table(title=f"quantization candidates ({report.recipe})", title_justify="left")
+    for col in ("candidate", "size MB", "p50 ms", report.primary_metric, "agreement", "drop (pts)", "passed"):
+        table.add_column(col)
+    for c in [report.fp32, *report.candidates]:
+        table.add_row(c.name, f"{(c.size_bytes or 0) / 1e6:.2f}",
+                      f"{c.latency_ms_p50:.2f}" if c.latency_ms_p50 is not None else "-",
+                      f"{c.metric:.4f}" if c.metric is not None else "-",
+                      f"{c.agreement:.4f}" if c.agreement is not None else "-",
+                      f"{c.drop * 100:.2f}" if c.drop is not None else "-",
+                      "yes" if c.passed else f"no: {c.reason}")
+    console.print(table)
+    console.print(f"report: {out / 'quantization_report.md'}")
+    if not report.gate_passed:
+        raise CommandFailed(f"accuracy gate failed: {report.gate_reason}")
+    console.print(f"[green]chosen {report.chosen}[/green]: {report.gate_reason}")
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Option(help="model directory to measure")],
+    runs: Annotated[int, typer.Option(min=5, help="timed runs per batch size")] = 100,
+    batch: Annotated[list[int] | None, typer.Option(help="batch sizes (repeatable)")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="onnxruntime intra-op threads")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Warm latency of a model directory's ONNX model on its held-out samples."""
+    import numpy as np
+
+    from lambdaforge.artifact import open_model_dir
+    from lambdaforge.quantize.engine import session
+    from lambdaforge.timing import measure_ms
+
+    md = open_model_dir(model)
+    sess = session(md.model_path, threads=threads)
+    with np.load(md.file(md.manifest.eval_file), allow_pickle=False) as npz:
+        samples = {s.name: npz[s.name] for s in md.manifest.inputs}
+    result: dict[str, dict[str, float]] = {}
+    for b in batch or [1, 8]:
+        feed = {k: np.resize(v, (b, *v.shape[1:])) for k, v in samples.items()}
+        result[f"b{b}"] = measure_ms(partial(sess.run, None, feed), runs=runs)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    table = Table(title=f"{md.manifest.recipe}: {md.manifest.model_file}, {threads} thread(s)", title_justify="left")
+    for col in ("batch", "p50 ms", "p99 ms", "mean ms"):
+        table.add_column(col)
+    for key, stats in result.items():
+        table.add_row(key[1:], f"{stats['p50']:.3f}", f"{stats['p99']:.3f}", f"{stats['mean']:.3f}")
+    console.print(table)

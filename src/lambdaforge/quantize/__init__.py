@@ -1,0 +1,32 @@
+"""INT8 quantization with onnxruntime, behind an accuracy gate against the fp32 model."""
+
+from lambdaforge.quantize.api import quantize_model_dir
+from lambdaforge.quantize.config import (
+    MODES,
+    PRESETS,
+    AccuracyGate,
+    DynamicQuantConfig,
+    QuantizeConfig,
+    StaticQuantConfig,
+    from_mode,
+    preset,
+)
+from lambdaforge.quantize.errors import GateFailedError, QuantConfigError, QuantizationError
+from lambdaforge.quantize.report import CandidateResult, QuantizationReport
+
+__all__ = [
+    "MODES",
+    "PRESETS",
+    "AccuracyGate",
+    "CandidateResult",
+    "DynamicQuantConfig",
+    "GateFailedError",
+    "QuantConfigError",
+    "QuantizationError",
+    "QuantizationReport",
+    "QuantizeConfig",
+    "StaticQuantConfig",
+    "from_mode",
+    "preset",
+    "quantize_model_dir",
+]

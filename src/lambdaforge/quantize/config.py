@@ -1,0 +1,114 @@
+"""Quantization configs: frozen dataclasses, validated on construction, with named presets.
+
+`mode` picks the candidates: `dynamic` (INT8 weights, activations quantized at run time;
+best for MatMul-heavy transformers), `static` (QDQ per-channel, calibrated on the
+artifact's samples; best for conv nets), or `auto` (try them all, keep the fastest that
+passes the accuracy gate, fall back to excluding sensitive nodes, then to fp32).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from lambdaforge.quantize.errors import QuantConfigError
+
+Mode = Literal["auto", "dynamic", "static"]
+MODES: tuple[Mode, ...] = ("auto", "dynamic", "static")
+IntType = Literal["int8", "uint8"]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise QuantConfigError(message)
+
+
+@dataclass(frozen=True)
+class DynamicQuantConfig:
+    per_channel: bool = True
+    weight_type: IntType = "int8"
+    fuse: bool = False  # run onnxruntime's transformer fusions first
+    op_types: tuple[str, ...] = ()  # empty: onnxruntime's defaults
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.weight_type in ("int8", "uint8"), f"weight_type must be int8 or uint8, not {self.weight_type!r}")
+
+
+@dataclass(frozen=True)
+class StaticQuantConfig:
+    per_channel: bool = True
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_rows: int = 128
+    activation_type: IntType = "uint8"
+    weight_type: IntType = "int8"
+    op_types: tuple[str, ...] = ()
+    nodes_to_exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(self.calibration_method in ("minmax", "entropy", "percentile"),
+               f"calibration_method must be minmax, entropy or percentile, not {self.calibration_method!r}")
+        _check(1 <= self.calibration_rows <= 10_000, "calibration_rows must be between 1 and 10000")
+        _check(self.activation_type in ("int8", "uint8"), "activation_type must be int8 or uint8")
+        _check(self.weight_type in ("int8", "uint8"), "weight_type must be int8 or uint8")
+
+
+@dataclass(frozen=True)
+class AccuracyGate:
+    """The quantized model may lose at most `max_drop` of the primary metric against fp32
+    (0.005 is half a point of accuracy) and must reach at least `min_metric`."""
+
+    max_drop: float = 0.005
+    min_metric: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.max_drop <= 1.0, f"max_drop must be between 0 and 1, not {self.max_drop}")
+        _check(0.0 <= self.min_metric <= 1.0, f"min_metric must be between 0 and 1, not {self.min_metric}")
+
+    def check(self, fp32_metric: float, metric: float) -> tuple[bool, str]:
+        drop = fp32_metric - metric
+        if metric < self.min_metric:
+            return False, f"metric {metric:.4f} is below the floor {self.min_metric:.4f}"
+        if drop > self.max_drop + 1e-9:
+            return False, f"metric fell {drop * 100:.2f} points (allowed {self.max_drop * 100:.2f})"
+        return True, f"metric {metric:.4f}, drop {drop * 100:.2f} points (allowed {self.max_drop * 100:.2f})"
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    mode: Mode = "auto"
+    dynamic: DynamicQuantConfig = field(default_factory=DynamicQuantConfig)
+    static: StaticQuantConfig = field(default_factory=StaticQuantConfig)
+    gate: AccuracyGate = field(default_factory=AccuracyGate)
+    latency_runs: int = 30
+    fp32_fallback: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        _check(3 <= self.latency_runs <= 10_000, "latency_runs must be between 3 and 10000")
+
+    def with_gate(self, *, max_drop: float | None = None, min_metric: float | None = None) -> QuantizeConfig:
+        gate = AccuracyGate(max_drop=self.gate.max_drop if max_drop is None else max_drop,
+                            min_metric=self.gate.min_metric if min_metric is None else min_metric)
+        return replace(self, gate=gate)
+
+
+PRESETS: dict[str, QuantizeConfig] = {
+    "auto": QuantizeConfig(),
+    "transformer": QuantizeConfig(mode="dynamic", gate=AccuracyGate(max_drop=0.01)),
+    "cnn": QuantizeConfig(mode="static"),
+    "strict": QuantizeConfig(mode="auto", gate=AccuracyGate(max_drop=0.0), fp32_fallback=False),
+}
+
+
+def preset(name: str) -> QuantizeConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise QuantConfigError(f"unknown quantization preset {name!r}; presets: {', '.join(PRESETS)}") from None
+
+
+def from_mode(mode: str, *, max_drop: float | None = None, min_metric: float | None = None) -> QuantizeConfig:
+    """The config the CLI and the quantize function build from their flags or environment."""
+    _check(mode in MODES, f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return QuantizeConfig(mode=mode).with_gate(max_drop=max_drop, min_metric=min_metric)  # type: ignore[arg-type]

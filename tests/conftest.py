@@ -1,0 +1,68 @@
+"""Shared fixtures: models trained once per session through the real entry point."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "tests" / "events"
+
+# Never reach a real AWS account from the tests.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_REGION", "us-east-1")
+os.environ.pop("AWS_PROFILE", None)
+
+
+def train_model(out_root: Path, recipe: str, hps: dict[str, object] | None = None) -> Path:
+    """Train through `python -m lambdaforge.training` in a temporary /opt/ml tree."""
+    from lambdaforge.recipes import get_recipe
+    from lambdaforge.training.runner import JobTree, run_entry_point
+
+    data = get_recipe(recipe).write_sample_data(out_root / "data")
+    tree = JobTree(out_root / "opt" / "ml")
+    tree.prepare({"train": data}, {"recipe": recipe, **(hps or {})})
+    lines: list[str] = []
+    code, reason = run_entry_point(tree, {"train": data}, f"test-{recipe}", on_line=lines.append)
+    assert code == 0, f"training failed: {reason}\n" + "\n".join(lines[-30:])
+    return tree.model_dir
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_model(tmp_path_factory.mktemp("digits"), "digits", {"epochs": 10})
+
+
+@pytest.fixture(scope="session")
+def digits_int8(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lambdaforge.quantize import quantize_model_dir
+
+    out = tmp_path_factory.mktemp("digits-int8") / "model"
+    report = quantize_model_dir(digits_model, out)
+    assert report.gate_passed, report.gate_reason
+    return out
+
+
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_model(tmp_path_factory.mktemp("text"), "text", {"epochs": 6})
+
+
+@pytest.fixture(scope="session")
+def text_int8(text_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lambdaforge.quantize import quantize_model_dir
+
+    out = tmp_path_factory.mktemp("text-int8") / "model"
+    report = quantize_model_dir(text_model, out)
+    assert report.gate_passed, report.gate_reason
+    return out
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

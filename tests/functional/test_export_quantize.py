@@ -1,0 +1,94 @@
+"""Export parity as a hard gate, and quantization behind the accuracy gate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lambdaforge.artifact import ChecksumMismatchError, open_model_dir
+from lambdaforge.export import ParityError, check_parity, export_onnx
+from lambdaforge.quantize import QuantizationError, from_mode, quantize_model_dir
+from lambdaforge.recipes import get_recipe
+from lambdaforge.training.hparams import parse_hyperparameters
+
+
+def test_parity_failure_stops_with_the_numbers(tmp_path: Path) -> None:
+    import torch
+
+    recipe = get_recipe("digits")
+    model = recipe.build_model(10, parse_hyperparameters(recipe, {}))
+    path = export_onnx(model, recipe, tmp_path / "model.onnx")
+    assert check_parity(model, path, recipe).max_abs_diff < 1e-4
+    with torch.no_grad():  # the torch model changes after export: the ONNX file is stale
+        model.head[-1].bias += 0.5
+    with pytest.raises(ParityError) as err:
+        check_parity(model, path, recipe)
+    message = str(err.value)
+    assert "max |diff|" in message and "allowed" in message and "input shape (1, 1, 8, 8)" in message
+
+
+def test_the_exported_graph_has_dynamic_axes(text_model: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(text_model / "model.onnx")).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims["input_ids"][0] == dims["attention_mask"][0] == "batch"
+    assert dims["input_ids"][1] == dims["attention_mask"][1] == "sequence"
+
+
+def test_auto_quantization_of_digits_passes_the_gate(digits_model: Path, digits_int8: Path) -> None:
+    report = json.loads((digits_int8 / "quantization_report.json").read_text())
+    assert report["gate_passed"] is True
+    names = {c["name"] for c in report["candidates"]}
+    assert {"dynamic", "static"} <= names
+    chosen = report["chosen"]
+    assert chosen in names and chosen != "fp32"
+    md = open_model_dir(digits_int8)
+    assert md.manifest.quantization is not None and md.manifest.quantization.chosen == chosen
+    fp32 = open_model_dir(digits_model).manifest.metrics["accuracy"]
+    assert fp32 - md.manifest.metrics["accuracy"] <= 0.005
+    assert (digits_int8 / "model.onnx").stat().st_size < (digits_model / "model.onnx").stat().st_size
+    assert "model.safetensors" not in md.manifest.files  # the served directory carries no torch weights
+    assert (digits_int8 / "quantization_report.md").read_text().startswith("# Quantization report: digits")
+
+
+def test_text_int8_loses_at_most_one_point(text_model: Path, text_int8: Path) -> None:
+    fp32 = open_model_dir(text_model).manifest.metrics["accuracy"]
+    md = open_model_dir(text_int8)
+    assert fp32 >= 0.9
+    assert fp32 - md.manifest.metrics["accuracy"] <= 0.01
+    assert md.manifest.quantization is not None and md.manifest.quantization.chosen.startswith("dynamic")
+    assert md.manifest.preprocessing.tokenizer == "tokenizer.json" and "tokenizer.json" in md.manifest.files
+
+
+def test_a_failed_gate_writes_the_report_but_no_model(digits_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = quantize_model_dir(digits_model, out, from_mode("static", min_metric=1.0))
+    assert report.gate_passed is False and report.chosen == "none"
+    assert "below the floor" in report.gate_reason
+    assert (out / "quantization_report.json").is_file()
+    assert not (out / "model.onnx").exists() and not (out / "manifest.json").exists()
+
+
+def test_a_corrupted_source_is_refused(digits_model: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(digits_model, src)
+    with (src / "model.onnx").open("r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ChecksumMismatchError):
+        quantize_model_dir(src, tmp_path / "out")
+
+
+def test_quantization_never_writes_into_a_non_empty_directory(digits_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    with pytest.raises(QuantizationError, match="not empty"):
+        quantize_model_dir(digits_model, out)
+    assert (out / "keep.txt").read_text() == "user data"
