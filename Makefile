@@ -12,7 +12,7 @@ TOOLS := .venv-tools
 IMAGE_VENV := .venv-image
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help venv tools image-venv chromium lint typecheck test test-fast demo bench clean
+.PHONY: help venv tools image-venv lock chromium lint typecheck test test-fast demo bench clean
 
 help:
 	@echo "make demo   - set up and run the whole pipeline locally (embedded cloud), then serve predictions"
@@ -37,13 +37,25 @@ $(TOOLS)/.installed: requirements-tools.txt
 
 # What the inference image installs, alone, in a fresh Python 3.12 venv (the image-equivalent test).
 image-venv: $(IMAGE_VENV)/.installed
-$(IMAGE_VENV)/.installed: packaging/inference/requirements.txt
+$(IMAGE_VENV)/.installed: packaging/inference/requirements.txt packaging/inference/slim.txt | $(VENV)/.installed
 	@test -n "$(PY312)" || (echo "Python 3.12 is needed for the image-equivalent venv"; exit 1)
 	rm -rf $(IMAGE_VENV)
 	$(PY312) -m venv $(IMAGE_VENV)
-	$(IMAGE_VENV)/bin/pip install $(PIP_QUIET) --require-hashes --only-binary=:all: \
+	$(IMAGE_VENV)/bin/pip install $(PIP_QUIET) --require-hashes --no-deps --only-binary=:all: \
 		-r packaging/inference/requirements.txt
+	$(VENV)/bin/python -m lambdaforge.bundle slim $(IMAGE_VENV)/lib/python3.12/site-packages \
+		packaging/inference/slim.txt
 	@touch $@
+
+# Re-pin the images' requirements with hashes (pip-tools in a throwaway venv: it collides with checkov).
+lock: venv
+	rm -rf .cache/lock-venv && $(PY312) -m venv .cache/lock-venv
+	.cache/lock-venv/bin/pip install $(PIP_QUIET) pip-tools
+	@for f in inference quantize; do \
+		.cache/lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+			--no-emit-find-links --output-file packaging/$$f/requirements.txt packaging/$$f/requirements.in && \
+		$(VENV)/bin/python -m lambdaforge.bundle lock packaging/$$f/requirements.txt packaging/$$f/slim.txt; \
+	done
 
 chromium:
 	@command -v chromium >/dev/null || { \
@@ -56,7 +68,6 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy
-	@for f in functions/*/app.py; do $(VENV)/bin/mypy --no-namespace-packages "$$f" || exit 1; done
 
 test: venv tools image-venv chromium lint typecheck
 	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q

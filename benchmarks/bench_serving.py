@@ -1,0 +1,285 @@
+"""Serving benchmark: cold start, memory, runtime payload, warm latency in process and over HTTP,
+and a bounded load run on loopback. Everything is measured in one run.
+
+- cold start: median of N fresh processes, process start to first prediction; our handler with the
+  INT8 model against a torch eager handler in the style of AWS's SAM PyTorch template (same weights);
+  peak RSS of each.
+- payload: installed dependencies + model, ours (the inference image's requirements for Lambda's
+  Python 3.12, slimmed as the Dockerfile does) against the torch handler's (its dependency closure,
+  as installed) for both recipes.
+- warm latency: the digits model, in process and through the local gateway (`lambdaforge serve`).
+- load: at least 2,000 requests at concurrency 8 against 127.0.0.1 only; bounded in count and time.
+
+    python benchmarks/bench_serving.py --out benchmarks/results/serving.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import ROOT, machine, train_and_quantize, write_json
+
+PREDICT_TEXT = {"instances": ["I was charged twice for my subscription this month"]}
+QUIET = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
+         "POWERTOOLS_SERVICE_NAME": "inference", "POWERTOOLS_METRICS_NAMESPACE": "lambdaforge",
+         "OMP_NUM_THREADS": "1", "LAMBDAFORGE_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+COLD = r"""
+import json, os, resource, sys, time
+t_start = float(sys.argv[3])
+sys.path[:0] = [sys.argv[1]]
+import app
+from lambdaforge.local.context import LocalLambdaContext
+event = json.load(open(sys.argv[2]))
+r = app.lambda_handler(event, LocalLambdaContext(function_name="bench"))
+assert r["statusCode"] == 200, r
+t_first = time.time()
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": t_first - t_start, "peak_rss_mb": peak}))
+"""
+
+
+def _event(body: dict[str, Any], path: Path) -> Path:
+    from lambdaforge.local.gateway import http_event
+
+    path.write_text(json.dumps(http_event("POST", "/predict", {"content-type": "application/json"},
+                                          json.dumps(body).encode())))
+    return path
+
+
+IMAGE_PYTHON = ROOT / ".venv-image" / "bin" / "python"
+
+
+def cold_start(code_dir: Path, event: Path, env: dict[str, str], runs: int, python: str = sys.executable,
+               extra_path: str = "") -> dict[str, Any]:
+    samples = []
+    for _ in range(runs):
+        t0 = time.time()
+        run_env = {**os.environ, **QUIET, **env}
+        if extra_path:
+            run_env["PYTHONPATH"] = extra_path
+        proc = subprocess.run([python, "-c", COLD, str(code_dir), str(event), repr(t0)], capture_output=True,
+                              text=True, env=run_env, check=False, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr[-2000:])
+        samples.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {"median_s": statistics.median(s["seconds"] for s in samples),
+            "peak_rss_mb": statistics.median(s["peak_rss_mb"] for s in samples),
+            "runs": [round(s["seconds"], 3) for s in samples]}
+
+
+def _closure(names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = re.sub(r"[-_.]+", "-", todo.pop()).lower()
+        if name in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        for req in dist.requires or []:
+            if "extra ==" in req:
+                continue
+            todo.append(re.split(r"[\s;<>=!~\[(]", req, maxsplit=1)[0])
+    return seen
+
+
+def installed_mb(names: list[str]) -> float:
+    total = 0
+    for name in _closure(names):
+        total += sum((f.size or 0) for f in (metadata.distribution(name).files or []))
+    return total / 2**20
+
+
+def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]]:
+    from lambdaforge.bundle import payload
+
+    out: dict[str, dict[str, float]] = {}
+    torch_deps = {"digits": ["torch", "numpy", "safetensors"],
+                  "text": ["torch", "numpy", "safetensors", "transformers", "tokenizers"]}
+    cache = Path.home() / ".cache" / "lambdaforge"
+    for recipe, (fp32, int8) in models.items():
+        ours = payload(ROOT, "inference", int8, cache)
+        torch_mb = installed_mb(torch_deps[recipe]) + (fp32 / "model.safetensors").stat().st_size / 2**20
+        out[recipe] = {"ours": round(ours.total_bytes / 2**20, 2), "torch": round(torch_mb, 2),
+                       "ours_deps": round(ours.deps_bytes / 2**20, 2), "ours_model": round(ours.model_bytes / 2**20, 2)}
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _connect(port: int) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as curl and urllib3 do
+    return conn
+
+
+def _request(conn: http.client.HTTPConnection, body: bytes) -> int:
+    conn.request("POST", "/predict", body=body, headers={"content-type": "application/json"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def warm_latency(model: Path, body: dict[str, Any], runs: int, url_port: int) -> dict[str, dict[str, float]]:
+    from lambdaforge import runtime
+    from lambdaforge.local.gateway import http_event
+    from lambdaforge.local.inprocess import InProcessFunction
+    from lambdaforge.timing import measure_ms
+
+    os.environ.update(QUIET)
+    os.environ["MODEL_URI"] = str(model)
+    runtime.reset()
+    fn = InProcessFunction(ROOT / "functions" / "inference", env=QUIET)
+    import logging
+
+    logging.getLogger("inference").setLevel(logging.ERROR)
+    raw = json.dumps(body).encode()
+    event = http_event("POST", "/predict", {"content-type": "application/json"}, raw)
+    assert fn(event)["statusCode"] == 200
+    in_process = measure_ms(lambda: fn(event), runs=runs, warmup=20)
+    conn = _connect(url_port)
+    over_http = measure_ms(lambda: _request(conn, raw), runs=runs, warmup=20)
+    conn.close()
+    return {"in_process": {k: round(v, 4) for k, v in in_process.items()},
+            "http": {k: round(v, 4) for k, v in over_http.items()}}
+
+
+def load_run(port: int, body: dict[str, Any], requests_total: int, concurrency: int,
+             max_seconds: float) -> dict[str, Any]:
+    raw = json.dumps(body).encode()
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(requests_total))
+    deadline = time.time() + max_seconds
+
+    def worker() -> None:
+        nonlocal errors
+        conn = _connect(port)
+        for _ in counter:
+            if time.time() > deadline:
+                break
+            t0 = time.perf_counter()
+            try:
+                ok = _request(conn, raw) == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = _connect(port)
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1000)
+                errors += 0 if ok else 1
+        conn.close()
+
+    t0 = time.time()
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.time() - t0
+    return {"requests": len(latencies), "errors": errors, "concurrency": concurrency,
+            "rps": round(len(latencies) / elapsed, 1), "p50_ms": round(float(np.percentile(latencies, 50)), 3),
+            "p99_ms": round(float(np.percentile(latencies, 99)), 3), "seconds": round(elapsed, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
+    parser.add_argument("--workdir", type=Path, default=None, help="reuse trained models from here")
+    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--warm-runs", type=int, default=500)
+    parser.add_argument("--load-requests", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        workdir = args.workdir or tmp
+        models = {r: train_and_quantize(r, workdir) for r in ("digits", "text")}
+        results: dict[str, Any] = {"machine": machine(), "cold_start_recipe": "text", "warm_recipe": "digits"}
+
+        text_fp32, text_int8 = models["text"]
+        event = _event(PREDICT_TEXT, tmp / "event.json")
+        # Ours runs where the image's dependencies are exactly installed (the image-equivalent venv,
+        # Python 3.12 like the Lambda image); torch runs in the dev venv that has it.
+        python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
+        src = str(ROOT / "src")
+        print(f"cold starts (ours, {python}) ...")
+        ours = cold_start(ROOT / "functions" / "inference", event, {"MODEL_URI": str(text_int8)}, args.cold_runs,
+                          python, src)
+        print("cold starts (ours, X-Ray SDK loaded as with tracing active) ...")
+        xray = cold_start(ROOT / "functions" / "inference", event,
+                          {"MODEL_URI": str(text_int8), "POWERTOOLS_TRACE_DISABLED": "false",
+                           "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "inference"),
+                           "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, args.cold_runs, python, src)
+        print("cold starts (torch) ...")
+        torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, {"TORCH_MODEL_DIR": str(text_fp32)},
+                              args.cold_runs)
+        results["cold_start_s"] = {"ours": round(ours["median_s"], 3), "torch": round(torch_cs["median_s"], 3),
+                                   "ours_with_xray": round(xray["median_s"], 3)}
+        results["cold_start_python"] = {"ours": python, "torch": sys.executable}
+        results["peak_rss_mb"] = {"ours": round(ours["peak_rss_mb"], 1), "torch": round(torch_cs["peak_rss_mb"], 1)}
+        results["cold_start_runs_s"] = {"ours": ours["runs"], "torch": torch_cs["runs"]}
+
+        print("payloads ...")
+        results["payload_mb"] = payloads(models)
+
+        digits_int8 = models["digits"][1]
+        port = _free_port()
+        server = subprocess.Popen([sys.executable, "-m", "lambdaforge.cli", "serve", "--model", str(digits_int8),
+                                   "--port", str(port)], env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(300):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            from lambdaforge.runtime import get_predictor
+
+            body = get_predictor(str(digits_int8)).sample_request()
+            print("warm latency ...")
+            results["warm_ms"] = warm_latency(digits_int8, body, args.warm_runs, port)
+            print("load run ...")
+            results["load"] = load_run(port, body, max(args.load_requests, 2000), 8, max_seconds=300)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+    cs, rss = results["cold_start_s"], results["peak_rss_mb"]
+    results["ratios"] = {
+        "cold_start_speedup": round(cs["torch"] / cs["ours"], 2),
+        "peak_rss_fraction": round(rss["ours"] / rss["torch"], 3),
+        "payload_fraction": {r: round(p["ours"] / p["torch"], 4) for r, p in results["payload_mb"].items()},
+        "http_overhead_p50_ms": round(results["warm_ms"]["http"]["p50"] - results["warm_ms"]["in_process"]["p50"], 3),
+    }
+    print(json.dumps(results["ratios"], indent=2))
+    write_json(args.out, results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""boto3 clients made one way everywhere: region from the usual chain, endpoint from AWS_ENDPOINT_URL.
+
+boto3 itself honours AWS_ENDPOINT_URL, which is how the handlers reach the embedded local
+cloud unchanged; this module only adds lazy import and a retry config.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from lambdaforge import envvars
+
+
+@cache
+def _config() -> Any:
+    from botocore.config import Config
+
+    return Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=5, read_timeout=70)
+
+
+def client(service: str, region: str | None = None) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name=envvars.region(region), config=_config())
+
+
+def resource(service: str, region: str | None = None) -> Any:
+    import boto3
+
+    return boto3.resource(service, region_name=envvars.region(region), config=_config())
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    from lambdaforge.errors import LambdaforgeError
+
+    if not uri.startswith("s3://"):
+        raise LambdaforgeError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise LambdaforgeError(f"{uri!r} has no bucket")
+    return bucket, key

@@ -1,0 +1,203 @@
+"""Container build contexts and their runtime payload (installed dependencies + model).
+
+The Dockerfiles under packaging/ and `lambdaforge package` use the same slimming list
+(packaging/<function>/slim.txt), so what the payload report measures is what the image holds.
+
+    python -m lambdaforge.bundle slim TARGET SLIM_TXT       # in the Dockerfile, after pip install
+    python -m lambdaforge.bundle lock REQUIREMENTS SLIM_TXT # after pip-compile (make lock)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lambdaforge.errors import LambdaforgeError
+
+LAMBDA_PYTHON = "3.12"
+LAMBDA_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+DEFAULT_BUDGET_MB = 160
+
+
+class BundleError(LambdaforgeError):
+    """A build context or payload cannot be made."""
+
+
+@dataclass(frozen=True)
+class SlimSpec:
+    excluded: dict[str, str] = field(default_factory=dict)
+    prune: tuple[tuple[str, str], ...] = ()
+    keep_only: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (folder, sub-folders kept); other sub-folders go
+
+    @classmethod
+    def read(cls, path: Path) -> SlimSpec:
+        excluded: dict[str, str] = {}
+        prune: list[tuple[str, str]] = []
+        keep_only: list[tuple[str, tuple[str, ...]]] = []
+        for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split(None, 2)
+            if len(parts) < 3 or parts[0] not in ("exclude", "prune", "keep-only"):
+                raise BundleError(f"{path}:{n}: expected 'exclude NAME reason', 'prune GLOB reason' or "
+                                  "'keep-only FOLDER name,name,... reason'")
+            if parts[0] == "keep-only":
+                keep_only.append((parts[1], tuple(parts[2].split(None, 1)[0].split(","))))
+            elif parts[0] == "exclude":
+                excluded[_normalise(parts[1])] = parts[2]
+            else:
+                if parts[1].startswith("/") or ".." in parts[1].split("/"):
+                    raise BundleError(f"{path}:{n}: prune pattern must stay inside the install target")
+                prune.append((parts[1], parts[2]))
+        return cls(excluded=excluded, prune=tuple(prune), keep_only=tuple(keep_only))
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def filter_lock(requirements: Path, spec: SlimSpec) -> list[str]:
+    """Drop excluded distributions (and their hash lines) from a pip-compile output, in place."""
+    out: list[str] = []
+    dropped: list[str] = []
+    skipping = False
+    for line in requirements.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
+        if match:
+            skipping = _normalise(match.group(1)) in spec.excluded
+            if skipping:
+                dropped.append(match.group(1))
+                continue
+        elif skipping and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        else:
+            skipping = False
+        out.append(line)
+    header = "# Filtered by `python -m lambdaforge.bundle lock`: excluded per slim.txt: " + ", ".join(sorted(dropped))
+    requirements.write_text("\n".join([header, *out]) + "\n")
+    return dropped
+
+
+def slim(target: Path, spec: SlimSpec) -> int:
+    """Delete the prune patterns from an install target; returns the bytes removed."""
+    removed = 0
+    doomed: list[Path] = []
+    for pattern, _reason in spec.prune:
+        doomed.extend(sorted(Path(target).glob(pattern)))
+    for folder, kept in spec.keep_only:
+        base = Path(target) / folder
+        if base.is_dir():
+            doomed.extend(p for p in sorted(base.iterdir()) if p.is_dir() and p.name not in kept)
+    for path in doomed:
+        if path.is_symlink() or path.is_file():
+            removed += path.stat().st_size
+            path.unlink()
+        elif path.is_dir():
+            removed += dir_size(path)
+            shutil.rmtree(path)
+    return removed
+
+
+def dir_size(path: Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path) -> Path:
+    """What the image's `pip install` puts in LAMBDA_TASK_ROOT, for Lambda's Python and platform, slimmed.
+
+    Cached by the hash of the requirements and slim list, so a second run is instant.
+    """
+    digest = hashlib.sha256(requirements.read_bytes() + repr(spec).encode()).hexdigest()[:16]
+    target = cache_root / f"deps-{digest}"
+    if (target / ".complete").is_file():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+           "--require-hashes", "--only-binary=:all:", "--no-compile", "--ignore-requires-python",
+           "--python-version", LAMBDA_PYTHON,
+           "--implementation", "cp", *[f"--platform={p}" for p in LAMBDA_PLATFORMS], "--target", str(target),
+           "-r", str(requirements)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")] or \
+            proc.stderr.strip().splitlines()[-3:]
+        raise BundleError(f"pip could not install {requirements} for Python {LAMBDA_PYTHON}: {' '.join(errors)}")
+    slim(target, spec)
+    # the image's pip compiles bytecode (Lambda cannot write it at run time); count it too
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], capture_output=True, check=False)
+    (target / ".complete").write_text("ok")
+    return target
+
+
+@dataclass(frozen=True)
+class Payload:
+    deps_bytes: int
+    code_bytes: int
+    model_bytes: int
+    budget_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.deps_bytes + self.code_bytes + self.model_bytes
+
+    @property
+    def within_budget(self) -> bool:
+        return self.total_bytes <= self.budget_bytes
+
+
+def assemble_context(root: Path, function: str, model_dir: Path | None, out: Path) -> Path:
+    """A self-contained Docker build context: Dockerfile, requirements, lambdaforge, handler, model."""
+    packaging_dir = root / "packaging" / function
+    if not (packaging_dir / "Dockerfile").is_file():
+        raise BundleError(f"{packaging_dir}: no Dockerfile for function {function!r}")
+    if out.exists() and any(out.iterdir()):
+        raise BundleError(f"{out}: output directory is not empty")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(packaging_dir, out / "packaging" / function, ignore=ignore)
+    shutil.copytree(root / "src" / "lambdaforge", out / "src" / "lambdaforge", ignore=ignore)
+    (out / "functions" / function).mkdir(parents=True)
+    shutil.copyfile(root / "functions" / function / "app.py", out / "functions" / function / "app.py")
+    shutil.copyfile(packaging_dir / "Dockerfile", out / "Dockerfile")
+    if model_dir is not None:
+        from lambdaforge.artifact import open_model_dir
+
+        md = open_model_dir(model_dir)  # only a verified model is baked in
+        shutil.copytree(md.path, out / "model")
+    return out
+
+
+def payload(root: Path, function: str, model_dir: Path | None, cache_root: Path,
+            budget_mb: float = DEFAULT_BUDGET_MB) -> Payload:
+    packaging_dir = root / "packaging" / function
+    spec = SlimSpec.read(packaging_dir / "slim.txt")
+    deps = install_deps(packaging_dir / "requirements.txt", spec, cache_root)
+    code = dir_size(root / "src" / "lambdaforge") + dir_size(root / "functions" / function)
+    return Payload(deps_bytes=dir_size(deps), code_bytes=code,
+                   model_bytes=dir_size(model_dir) if model_dir else 0, budget_bytes=int(budget_mb * 1024 * 1024))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 3 and args[0] == "slim":
+        removed = slim(Path(args[1]), SlimSpec.read(Path(args[2])))
+        print(f"slimmed {args[1]}: removed {removed / 1e6:.1f} MB")
+        return 0
+    if len(args) == 3 and args[0] == "lock":
+        dropped = filter_lock(Path(args[1]), SlimSpec.read(Path(args[2])))
+        print(f"{args[1]}: dropped {', '.join(dropped) or 'nothing'}")
+        return 0
+    print("usage: python -m lambdaforge.bundle slim TARGET SLIM_TXT | lock REQUIREMENTS SLIM_TXT", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

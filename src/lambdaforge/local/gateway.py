@@ -1,0 +1,191 @@
+"""A local API Gateway (HTTP API, payload format 2.0): `sam local start-api` without Docker.
+
+HTTP requests become payload-2.0 events (headers, cookies, query string, path, base64
+bodies, requestContext with method/path/sourceIp and a requestId); the function's answer
+becomes the HTTP response, as API Gateway would build it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+Invoker = Callable[[dict[str, Any]], dict[str, Any]]
+Authorizer = Callable[[str, str, dict[str, str], bytes], str | None]  # returns an error message or None
+
+API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP APIs refuse larger payloads
+_TEXT_TYPES = ("application/json", "text/", "application/xml", "application/javascript", "+json")
+
+
+def http_event(method: str, raw_path: str, headers: dict[str, str], body: bytes, *, source_ip: str = "127.0.0.1",
+               stage: str = "$default", request_id: str | None = None, api_id: str = "local",
+               host: str = "127.0.0.1") -> dict[str, Any]:
+    """The payload-2.0 event API Gateway would send for this request."""
+    parts = urlsplit(raw_path)
+    lower = {k.lower(): v for k, v in headers.items()}
+    cookies = [c.strip() for c in lower.pop("cookie", "").split(";") if c.strip()]
+    content_type = lower.get("content-type", "")
+    is_text = any(t in content_type for t in _TEXT_TYPES) or not content_type
+    try:
+        text_body = body.decode("utf-8") if is_text else None
+    except UnicodeDecodeError:
+        text_body = None
+    now = datetime.now(UTC)
+    event: dict[str, Any] = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        "headers": lower,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": api_id,
+            "domainName": lower.get("host", host),
+            "domainPrefix": lower.get("host", host).split(".")[0],
+            "http": {"method": method, "path": parts.path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
+                     "userAgent": lower.get("user-agent", "")},
+            "requestId": request_id or base64.b32encode(uuid.uuid4().bytes[:10]).decode().rstrip("="),
+            "routeKey": "$default",
+            "stage": stage,
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if parts.query:
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            params[key] = f"{params[key]},{value}" if key in params else value  # API Gateway joins repeats
+        event["queryStringParameters"] = params
+    if body:
+        if text_body is not None:
+            event["body"] = text_body
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    return event
+
+
+def http_response(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    """API Gateway's reading of a function result (payload 2.0), including its inference of a bare value."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return 200, [("Content-Type", "application/json")], json.dumps(result).encode()
+    status = int(result["statusCode"])
+    headers = [(k, str(v)) for k, v in (result.get("headers") or {}).items()]
+    for key, values in (result.get("multiValueHeaders") or {}).items():
+        headers.extend((key, str(v)) for v in values)
+    headers.extend(("Set-Cookie", c) for c in result.get("cookies") or [])
+    body = result.get("body") or ""
+    raw = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    return status, headers, raw
+
+
+def _json(status: int, message: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    return status, [("Content-Type", "application/json")], json.dumps({"message": message}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body must not wait for the client's delayed ACK
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.access_log:
+            self.server.access_log(f"{self.address_string()} {format % args}")
+
+    def _handle(self) -> None:
+        started = time.perf_counter()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > API_GATEWAY_MAX_BODY:
+            self._send(*_json(413, "Request Entity Too Large"), close=True)
+            return
+        body = self.rfile.read(length) if length else b""
+        headers = {k: v for k, v in self.headers.items()}
+        if self.server.authorizer:
+            denied = self.server.authorizer(self.command, self.path, headers, body)
+            if denied:
+                self._send(*_json(403 if "signature" in denied.lower() else 401, denied))
+                return
+        host, port = self.server.server_address[:2]
+        event = http_event(self.command, self.path, headers, body, source_ip=str(self.client_address[0]),
+                           host=f"{host.decode() if isinstance(host, bytes) else host}:{port}")
+        try:
+            result = self.server.invoker(event)
+            status, out_headers, payload = http_response(result)
+        except Exception as exc:
+            if self.server.access_log:
+                self.server.access_log(f"function error: {type(exc).__name__}: {exc}")
+            status, out_headers, payload = _json(500, "Internal Server Error")
+        out_headers.append(("apigw-requestid", event["requestContext"]["requestId"]))
+        out_headers.append(("x-lambdaforge-gateway-ms", f"{(time.perf_counter() - started) * 1000:.3f}"))
+        self._send(status, out_headers, payload)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes, close: bool = False) -> None:
+        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
+        for key, value in headers:
+            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], invoker: Invoker, authorizer: Authorizer | None,
+                 access_log: Callable[[str], None] | None) -> None:
+        super().__init__(address, _Handler)
+        self.invoker = invoker
+        self.authorizer = authorizer
+        self.access_log = access_log
+
+
+class LocalGateway:
+    """Serve `invoker` on 127.0.0.1 (loopback only: this is a development server)."""
+
+    def __init__(self, invoker: Invoker, *, host: str = "127.0.0.1", port: int = 3000,
+                 authorizer: Authorizer | None = None, access_log: Callable[[str], None] | None = None) -> None:
+        self._server = _Server((host, port), invoker, authorizer, access_log)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{name}:{port}"
+
+    def set_invoker(self, invoker: Invoker) -> None:
+        self._server.invoker = invoker
+
+    def start(self) -> LocalGateway:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="lambdaforge-gateway", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,97 @@
+"""Where the served model comes from, and getting it onto local disk, verified.
+
+Order: an explicit location, then MODEL_URI (a published version pins one), then the
+registry's live model (REGISTRY_TABLE + RECIPE: what a fresh code deploy serves, so
+`sam deploy` never reverts a promotion), then the model baked into the image (MODEL_DIR,
+default /opt/ml/model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from lambdaforge import envvars
+from lambdaforge.artifact import ArtifactError, ModelDir, open_model_dir
+from lambdaforge.artifact.manifest import MANIFEST_NAME
+from lambdaforge.runtime.errors import ModelNotReadyError, RuntimeModelError
+
+BAKED_MODEL_DIR = "/opt/ml/model"
+DEFAULT_CACHE = "/tmp/lambdaforge/models"  # noqa: S108 - Lambda's only writable place is /tmp
+MAX_MODEL_BYTES = 2 << 30
+
+
+def resolve_location(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    uri = os.environ.get(envvars.MODEL_URI, "").strip()
+    if uri:
+        return uri
+    table, recipe = os.environ.get(envvars.REGISTRY_TABLE), os.environ.get(envvars.RECIPE)
+    if table and recipe:
+        from lambdaforge.registry import Registry
+
+        live = Registry(table).live_model(recipe)
+        if live is None:
+            raise ModelNotReadyError(f"no model has been promoted for recipe {recipe!r} yet")
+        return live.model_uri
+    baked = os.environ.get(envvars.MODEL_DIR, BAKED_MODEL_DIR)
+    if (Path(baked) / MANIFEST_NAME).is_file():
+        return baked
+    raise ModelNotReadyError(
+        "no model configured: set MODEL_URI (a directory or s3:// URI), or REGISTRY_TABLE and RECIPE, "
+        f"or bake one into {baked}")
+
+
+def _download_s3(uri: str, cache_root: Path) -> Path:
+    from lambdaforge.aws import client, split_s3_uri
+
+    target = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    if (target / MANIFEST_NAME).is_file():
+        return target  # a warm container already has it; it is verified again on open
+    bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
+    s3 = client("s3")
+    keys: list[tuple[str, int]] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend((obj["Key"], obj["Size"]) for obj in page.get("Contents", []))
+    if not keys:
+        raise RuntimeModelError(f"{uri}: no objects under this prefix")
+    if sum(size for _, size in keys) > MAX_MODEL_BYTES:
+        raise RuntimeModelError(f"{uri}: model is larger than {MAX_MODEL_BYTES} bytes")
+    cache_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".download-"))
+    try:
+        for key, _ in keys:
+            rel = key[len(prefix):]
+            if not rel or rel.endswith("/"):
+                continue
+            if rel.startswith("/") or ".." in rel.split("/"):
+                raise RuntimeModelError(f"{uri}: object key {key!r} escapes the model directory")
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, key, str(dest))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def fetch(location: str, cache_dir: str | None = None) -> ModelDir:
+    """A verified local model directory for a directory path or an s3:// prefix."""
+    try:
+        if location.startswith("s3://"):
+            cache_root = Path(envvars.setting(cache_dir, envvars.CACHE_DIR, DEFAULT_CACHE))
+            return open_model_dir(_download_s3(location, cache_root))
+        return open_model_dir(location)
+    except ArtifactError as exc:
+        raise RuntimeModelError(f"model at {location} failed verification: {exc}") from exc
+    except RuntimeModelError:
+        raise
+    except Exception as exc:  # boto errors, permissions: the message is what a person needs
+        raise RuntimeModelError(f"cannot fetch model from {location}: {type(exc).__name__}: {exc}") from exc
