@@ -271,12 +271,14 @@ class Registry:
         return _plain(pending) if pending else None
 
     def record_run(self, recipe: str, execution: str, status: str, **attrs: Any) -> None:
-        values = {":s": status, ":t": now(), **{f":{k}": _dynamo(v) for k, v in attrs.items() if v is not None}}
+        given = {k: v for k, v in attrs.items() if v is not None}
+        names = {"#s": "status", **{f"#{k}": k for k in given}}  # names may be DynamoDB reserved words
+        values = {":s": status, ":t": now(), **{f":{k}": _dynamo(v) for k, v in given.items()}}
         sets = ["#s = :s", "updated_at = :t", "started_at = if_not_exists(started_at, :t)"]
-        sets += [f"{k} = :{k}" for k, v in attrs.items() if v is not None]
+        sets += [f"#{k} = :{k}" for k in given]
         self.table.update_item(Key={"pk": pk(recipe), "sk": f"run#{execution}"},
                                UpdateExpression="SET " + ", ".join(sets),
-                               ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values)
+                               ExpressionAttributeNames=names, ExpressionAttributeValues=values)
 
     def record_failure(self, recipe: str, execution: str, error: str, cause: str) -> None:
         failure = {"execution": execution, "error": error, "cause": cause[:2000], "at": now()}

@@ -1,18 +1,31 @@
-"""Recipes: what to train. `get_recipe` finds built-in, entry-point and `module:Class` recipes."""
+"""Recipes: what to train. `get_recipe` finds built-in, entry-point and `module:Class` recipes.
+
+This module imports nothing heavy: the trigger function (no numpy, no torch) reads the catalog.
+"""
 
 from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any
 
-from lambdaforge.recipes.base import Dataset, Hyperparameters, Recipe
 from lambdaforge.recipes.errors import DataError, RecipeError
 
+if TYPE_CHECKING:
+    from lambdaforge.recipes.base import Recipe
+
 ENTRY_POINT_GROUP = "lambdaforge.recipes"
-BUILTIN = {"digits": "lambdaforge.recipes.digits:DigitsRecipe", "text": "lambdaforge.recipes.text:TextRecipe"}
+# name -> (class, data file suffixes the data bucket accepts for it)
+CATALOG: dict[str, tuple[str, tuple[str, ...]]] = {
+    "digits": ("lambdaforge.recipes.digits:DigitsRecipe", (".csv",)),
+    "text": ("lambdaforge.recipes.text:TextRecipe", (".csv",)),
+}
+BUILTIN = {name: spec for name, (spec, _) in CATALOG.items()}
 
 
 def _load(spec: str) -> type[Recipe]:
+    from lambdaforge.recipes.base import Recipe
+
     module_name, _, attr = spec.partition(":")
     try:
         obj = getattr(importlib.import_module(module_name), attr)
@@ -29,6 +42,14 @@ def recipe_names() -> list[str]:
     return sorted(names)
 
 
+def data_suffixes() -> dict[str, tuple[str, ...]]:
+    """Recipe name -> accepted data suffixes, without importing any recipe (entry points: .csv)."""
+    out = {name: suffixes for name, (_, suffixes) in CATALOG.items()}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        out.setdefault(ep.name, (".csv",))
+    return out
+
+
 def get_recipe(name: str) -> Recipe:
     """A recipe by name (built-in or entry point) or by `package.module:Class`."""
     if ":" in name:
@@ -41,4 +62,12 @@ def get_recipe(name: str) -> Recipe:
     raise RecipeError(f"unknown recipe {name!r}", hint=f"known recipes: {', '.join(recipe_names())}")
 
 
-__all__ = ["DataError", "Dataset", "Hyperparameters", "Recipe", "RecipeError", "get_recipe", "recipe_names"]
+def __getattr__(name: str) -> Any:
+    if name in ("Recipe", "Dataset", "Hyperparameters"):
+        from lambdaforge.recipes import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
+
+
+__all__ = ["BUILTIN", "CATALOG", "DataError", "RecipeError", "data_suffixes", "get_recipe", "recipe_names"]

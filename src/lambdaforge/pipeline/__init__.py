@@ -1,0 +1,1 @@
+"""The retraining pipeline's steps: trigger, quantize, promote (the handlers in functions/ call these)."""

@@ -1,0 +1,121 @@
+"""Promotion: a new Lambda version pinned to the model, then alias `live` moves (canary, then all).
+
+Versions are immutable: each published version carries MODEL_URI in its configuration, so
+moving the alias is the whole of a rollout, and moving it back is the whole of a rollback.
+The registry records live, previous and the promotion history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lambdaforge import envvars
+from lambdaforge.pipeline.errors import CanaryFailedError, PromotionError
+from lambdaforge.pipeline.settings import PipelineSettings
+from lambdaforge.registry import Registry, RegistryError
+
+
+@dataclass(frozen=True)
+class AliasState:
+    version: str
+    weights: dict[str, float]
+
+
+class Promoter:
+    def __init__(self, settings: PipelineSettings, *, lambda_client: Any = None, cloudwatch: Any = None,
+                 registry: Registry | None = None) -> None:
+        from lambdaforge.aws import client
+
+        settings.need("inference_function", "registry_table")
+        self.settings = settings
+        self.fn = settings.inference_function
+        self.alias = settings.inference_alias
+        self.lam = lambda_client or client("lambda")
+        self.cloudwatch = cloudwatch or (client("cloudwatch") if settings.canary_alarms else None)
+        self.registry = registry or Registry(settings.registry_table)
+
+    def alias_state(self) -> AliasState:
+        from botocore.exceptions import ClientError
+
+        try:
+            alias = self.lam.get_alias(FunctionName=self.fn, Name=self.alias)
+        except ClientError as exc:
+            raise PromotionError(f"function {self.fn} has no alias {self.alias!r}: "
+                                 f"{exc.response['Error']['Message']}") from exc
+        weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+        return AliasState(version=alias["FunctionVersion"], weights=dict(weights))
+
+    def _set_alias(self, version: str, weights: dict[str, float] | None = None) -> None:
+        self.lam.update_alias(FunctionName=self.fn, Name=self.alias, FunctionVersion=version,
+                              RoutingConfig={"AdditionalVersionWeights": weights or {}})
+
+    def publish(self, recipe: str, version: int) -> str:
+        """The Lambda version pinned to this model (published once; a retry reuses it)."""
+        record = self.registry.version(recipe, version)
+        if record.lambda_version:
+            return record.lambda_version
+        config = self.lam.get_function_configuration(FunctionName=self.fn)
+        env = dict((config.get("Environment") or {}).get("Variables") or {})
+        env.update({envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: f"{recipe}-v{version}"})
+        self.lam.update_function_configuration(FunctionName=self.fn, Environment={"Variables": env})
+        self.lam.get_waiter("function_updated_v2").wait(FunctionName=self.fn,
+                                                        WaiterConfig={"Delay": 2, "MaxAttempts": 90})
+        published = self.lam.publish_version(FunctionName=self.fn,
+                                             Description=f"lambdaforge {recipe} model v{version}"[:256])
+        lambda_version = str(published["Version"])
+        self.registry.set_lambda_version(recipe, version, lambda_version)
+        return lambda_version
+
+    def canary(self, recipe: str, version: int) -> dict[str, Any]:
+        new = self.publish(recipe, version)
+        current = self.alias_state()
+        if current.version == new:
+            return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "already live"}
+        if self.registry.state(recipe).live is None or self.settings.canary_weight <= 0:
+            # nothing is being served yet (or canaries are off): there is no traffic to protect
+            self._set_alias(new)
+            self.registry.mark_live(recipe, version)
+            return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model"}
+        self._set_alias(current.version, {new: self.settings.canary_weight})
+        return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight}
+
+    def alarms_firing(self) -> list[str]:
+        if not self.settings.canary_alarms or self.cloudwatch is None:
+            return []
+        out = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.canary_alarms))
+        return [a["AlarmName"] for a in out.get("MetricAlarms", []) if a.get("StateValue") == "ALARM"]
+
+    def finalize(self, recipe: str, version: int) -> dict[str, Any]:
+        record = self.registry.version(recipe, version)
+        if not record.lambda_version:
+            raise PromotionError(f"{recipe} v{version} has no published Lambda version; run the canary step first")
+        firing = self.alarms_firing()
+        if firing:
+            self.abort(recipe, version)
+            raise CanaryFailedError(f"{recipe} v{version}: alarm(s) {', '.join(firing)} fired during the canary; "
+                                    "traffic is back on the previous version")
+        self._set_alias(record.lambda_version)
+        state = self.registry.mark_live(recipe, version)
+        return {"lambda_version": record.lambda_version, "live": state.live, "previous": state.previous}
+
+    def abort(self, recipe: str, version: int) -> dict[str, Any]:
+        """Undo a canary: all traffic to the version the registry says is live."""
+        record = self.registry.version(recipe, version)
+        current = self.alias_state()
+        live = self.registry.live_model(recipe)
+        target = live.lambda_version if live and live.lambda_version else current.version
+        if target == record.lambda_version and live and live.version != version:
+            target = current.version
+        if current.weights or current.version != target:
+            self._set_alias(target)
+        return {"lambda_version": target, "aborted": record.lambda_version}
+
+    def rollback(self, recipe: str) -> dict[str, Any]:
+        state, target = self.registry.rollback_target(recipe)
+        if not target.lambda_version:
+            raise RegistryError(f"{recipe} v{target.version} was never published as a Lambda version")
+        self._set_alias(target.lambda_version)
+        new_state = self.registry.mark_rolled_back(recipe, target.version)
+        return {"from_version": state.live, "to_version": target.version, "lambda_version": target.lambda_version,
+                "live": new_state.live, "previous": new_state.previous}

@@ -1,0 +1,101 @@
+"""The quantize step: the training job's model.tar.gz in, a gated, versioned model directory out.
+
+The tarball is untrusted: size-limited, safely extracted, checksums verified. Only a model that
+passes the accuracy gate gets a version, and versions are written to new keys only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lambdaforge.artifact import open_model_dir, safe_extract
+from lambdaforge.aws import split_s3_uri
+from lambdaforge.pipeline.errors import ArtifactTooLargeError, PipelineError
+from lambdaforge.pipeline.payloads import QuantizeRequest, QuantizeResult
+from lambdaforge.pipeline.settings import PipelineSettings
+from lambdaforge.quantize import from_mode, quantize_model_dir
+from lambdaforge.quantize.report import QuantizationReport
+from lambdaforge.registry import Registry, VersionRecord
+
+
+class QuantizeStep:
+    def __init__(self, settings: PipelineSettings, *, s3: Any = None, registry: Registry | None = None) -> None:
+        from lambdaforge.aws import client
+
+        settings.need("artifacts_bucket", "registry_table")
+        self.settings = settings
+        self.s3 = s3 or client("s3")
+        self.registry = registry or Registry(settings.registry_table)
+
+    def run(self, req: QuantizeRequest) -> QuantizeResult:
+        existing = self.registry.version_for_job(req.recipe, req.training_job)
+        if existing is not None:  # a retried step: the version already exists, say so again
+            return QuantizeResult(gate_passed=True, gate_reason="already quantized", report_uri=existing.report_uri
+                                  or "", version=existing.version, model_uri=existing.model_uri,
+                                  chosen=existing.quantization, metrics=existing.metrics)
+        cfg = from_mode(self.settings.quant_mode, max_drop=self.settings.max_accuracy_drop,
+                        min_metric=self.settings.min_accuracy)
+        with tempfile.TemporaryDirectory(prefix="lf-quantize-") as tmp_name:
+            tmp = Path(tmp_name)
+            tarball = self._download(req.model_artifact, tmp / "model.tar.gz")
+            model = safe_extract(tarball, tmp / "trained", max_bytes=self.settings.max_artifact_bytes * 4)
+            md = open_model_dir(model)  # checksums verified on the way in
+            if md.manifest.recipe != req.recipe:
+                raise PipelineError(f"{req.model_artifact}: the model is for recipe {md.manifest.recipe!r}, "
+                                    f"not {req.recipe!r}")
+            out = tmp / "quantized"
+            report = quantize_model_dir(md.path, out, cfg)
+            if not report.gate_passed:
+                report_uri = self._upload_dir(out, f"reports/{req.recipe}/{req.training_job}/")
+                return QuantizeResult(gate_passed=False, gate_reason=report.gate_reason, report_uri=report_uri
+                                      + "quantization_report.json", chosen=report.chosen)
+            version = self.registry.allocate_version(req.recipe)
+            prefix = f"models/{req.recipe}/v{version:06d}/"
+            model_uri = self._upload_dir(out, prefix)
+            record = VersionRecord(
+                recipe=req.recipe, version=version, model_uri=model_uri,
+                report_uri=model_uri + "quantization_report.json", metrics=_metrics(report, out),
+                quantization=report.chosen, training_job=req.training_job,
+                dataset_version=req.dataset_version or md.manifest.training.dataset_version,
+                execution=req.execution)
+            self.registry.put_version(record)
+        return QuantizeResult(gate_passed=True, gate_reason=report.gate_reason, report_uri=record.report_uri or "",
+                              version=version, model_uri=model_uri, chosen=report.chosen, metrics=record.metrics)
+
+    def _download(self, uri: str, dest: Path) -> Path:
+        bucket, key = split_s3_uri(uri)
+        head = self.s3.head_object(Bucket=bucket, Key=key)
+        if head["ContentLength"] > self.settings.max_artifact_bytes:
+            raise ArtifactTooLargeError(f"{uri}: {head['ContentLength']} bytes is over the limit of "
+                                        f"{self.settings.max_artifact_bytes}")
+        self.s3.download_file(bucket, key, str(dest))
+        return dest
+
+    def _upload_dir(self, folder: Path, prefix: str) -> str:
+        """Write every file under a new prefix; refuse to replace anything that is already there."""
+        from botocore.exceptions import ClientError
+
+        bucket = self.settings.artifacts_bucket
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            key = prefix + path.relative_to(folder).as_posix()
+            try:
+                self.s3.head_object(Bucket=bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+            else:
+                raise PipelineError(f"s3://{bucket}/{key} already exists; versions are never overwritten")
+            with path.open("rb") as body:
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        return f"s3://{bucket}/{prefix}"
+
+
+def _metrics(report: QuantizationReport, out: Path) -> dict[str, float]:
+    md = open_model_dir(out)
+    keep = {k: float(v) for k, v in md.manifest.metrics.items() if isinstance(v, int | float)}
+    keep["size_bytes"] = float((out / md.manifest.model_file).stat().st_size)
+    if report.chosen_result.latency_ms_p50 is not None:
+        keep["latency_ms_p50"] = float(report.chosen_result.latency_ms_p50)
+    return keep

@@ -1,0 +1,153 @@
+"""Starting retraining runs: at most one per recipe, exactly one per upload.
+
+Duplicate events are absorbed twice over: Powertools idempotency in the handler, and a
+deterministic execution name here. While a run is in progress, new data for the same recipe
+is coalesced: the newest dataset waits in the registry's `pending` slot (replacing an older
+one) and starts when the running execution releases the lock. Never two training jobs at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from lambdaforge import envvars
+from lambdaforge.pipeline.datasets import DatasetSpec, Upload, classify, job_name, parse_marker
+from lambdaforge.pipeline.errors import UploadRejectedError
+from lambdaforge.pipeline.settings import PipelineSettings
+from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
+from lambdaforge.registry import Registry
+
+
+@dataclass(frozen=True)
+class TriggerOutcome:
+    status: str  # started | duplicate | queued | ignored | rejected
+    detail: str
+    execution: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "detail": self.detail, "execution": self.execution}
+
+
+def known_recipes() -> dict[str, tuple[str, ...]]:
+    """Recipe name -> accepted data suffixes, without importing numpy or torch (the trigger has neither)."""
+    from lambdaforge.recipes import data_suffixes
+
+    return data_suffixes()
+
+
+class Trigger:
+    def __init__(self, settings: PipelineSettings, *, s3: Any = None, sfn: Any = None, sns: Any = None,
+                 registry: Registry | None = None) -> None:
+        from lambdaforge.aws import client
+
+        settings.need("artifacts_bucket", "registry_table", "state_machine_arn")
+        self.settings = settings
+        self.s3 = s3 or client("s3")
+        self.sfn = sfn or client("stepfunctions")
+        self.sns = sns or client("sns")
+        self.registry = registry or Registry(settings.registry_table)
+
+    # --- uploads
+    def on_upload(self, upload: Upload) -> TriggerOutcome:
+        try:
+            spec = classify(upload, prefix=self.settings.data_prefix, known_recipes=known_recipes(),
+                            max_bytes=self.settings.max_upload_bytes)
+            if spec is None:
+                return TriggerOutcome("ignored", f"s3://{upload.bucket}/{upload.key} starts no run "
+                                                 "(outside the data prefix, or waiting for a _READY marker)")
+            if spec.kind == "folder":
+                raw = self.s3.get_object(Bucket=upload.bucket, Key=upload.key, **_version(upload))["Body"].read()
+                spec = DatasetSpec(recipe=spec.recipe, s3_uri=spec.s3_uri, kind=spec.kind, version=spec.version,
+                                   upload=spec.upload, hyperparameters=parse_marker(raw, spec.s3_uri))
+        except UploadRejectedError as exc:
+            self._reject(upload, str(exc))
+            return TriggerOutcome("rejected", str(exc))
+        return self.start_or_queue(spec)
+
+    def _reject(self, upload: Upload, reason: str) -> None:
+        first = upload.key[len(self.settings.data_prefix):].split("/")[0]
+        recipe = first if first in known_recipes() else "_rejected"  # uploaders do not name registry partitions
+        self.registry.record_run(recipe, f"rejected-{upload.digest[:16]}", "REJECTED", cause=reason, key=upload.key)
+        self._notify(f"lambdaforge: upload rejected ({upload.key})"[:99], reason)
+
+    def _notify(self, subject: str, message: str) -> None:
+        if self.settings.failure_topic_arn:
+            self.sns.publish(TopicArn=self.settings.failure_topic_arn, Subject=subject, Message=message)
+
+    # --- runs
+    def start_or_queue(self, spec: DatasetSpec) -> TriggerOutcome:
+        name = spec.run_name
+        arn = self.settings.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
+        if not self.registry.acquire_run(spec.recipe, name, arn):
+            state = self.registry.state(spec.recipe)
+            if state.running and state.running_arn and not self._still_running(state.running_arn):
+                self.registry.force_release(spec.recipe, state.running)  # aborted or timed out: stale lock
+                return self.start_or_queue(spec)
+            if state.running == name:
+                return TriggerOutcome("duplicate", f"{name} is already running", name)
+            self.registry.set_pending(spec.recipe, spec.to_json())
+            self.registry.record_run(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=state.running)
+            return TriggerOutcome("queued", f"{spec.recipe} is busy with {state.running}; {name} waits "
+                                            "(newer data replaces older waiting data)", name)
+        try:
+            started = self._start(spec)
+        except Exception:
+            self.registry.force_release(spec.recipe, name)
+            raise
+        if not started:
+            return TriggerOutcome("duplicate", f"execution {name} already exists", name)
+        self.registry.record_run(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
+        return TriggerOutcome("started", f"started {name} for {spec.s3_uri}", name)
+
+    def _still_running(self, execution_arn: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            return bool(self.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING")
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
+                return False
+            raise
+
+    def execution_input(self, spec: DatasetSpec) -> dict[str, Any]:
+        source_uri = upload_source_bundle(self.s3, self.settings.artifacts_bucket)
+        hps = {**self.settings.hyperparameters, **spec.hyperparameters}
+        return {
+            "recipe": spec.recipe,
+            "dataset": {"s3_uri": spec.s3_uri, "version": spec.version, "key": spec.upload.key},
+            "training": {
+                "job_name": job_name(spec.recipe, spec.upload.digest),
+                "hyperparameters": sagemaker_hyperparameters(spec.recipe, hps, dataset_version=spec.version,
+                                                             source_uri=source_uri,
+                                                             region=envvars.region()),
+                "metric_definitions": metric_definitions(),
+            },
+        }
+
+    def _start(self, spec: DatasetSpec) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.sfn.start_execution(stateMachineArn=self.settings.state_machine_arn, name=spec.run_name,
+                                     input=json.dumps(self.execution_input(spec)))
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ExecutionAlreadyExists":
+                return False
+            raise
+        return True
+
+    def release(self, recipe: str, execution: str, status: str) -> TriggerOutcome:
+        """The end of a run: unlock, record, and start the coalesced pending dataset if there is one."""
+        if status == "SUCCEEDED":
+            self.registry.record_run(recipe, execution, "SUCCEEDED")
+        pending = self.registry.release_run(recipe, execution)
+        if not pending:
+            return TriggerOutcome("released", f"{execution} finished; nothing waiting", execution)
+        outcome = self.start_or_queue(DatasetSpec.from_json(pending))
+        return TriggerOutcome(outcome.status, f"{execution} finished; {outcome.detail}", outcome.execution)
+
+
+def _version(upload: Upload) -> dict[str, str]:
+    return {"VersionId": upload.version_id} if upload.version_id and upload.version_id != "null" else {}

@@ -1,0 +1,212 @@
+"""The quantize and promote functions under moto."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parser import ValidationError
+
+from lambdaforge.artifact import pack_dir
+from lambdaforge.local.context import LocalLambdaContext
+from lambdaforge.registry import Registry, RegistryError
+from tests.functional import moto_stack
+from tests.functional.moto_stack import Stack
+
+JOB = "lf-digits-0123456789abcdef"
+ARTIFACT_KEY = f"training/{JOB}/output/model.tar.gz"
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with moto_stack.running() as stack:
+        yield stack
+
+
+def put_artifact(stack: Stack, body: bytes) -> str:
+    stack.client("s3").put_object(Bucket=stack.artifacts_bucket, Key=ARTIFACT_KEY, Body=body)
+    return f"s3://{stack.artifacts_bucket}/{ARTIFACT_KEY}"
+
+
+def quantize(stack: Stack, uri: str, **overrides: Any) -> dict[str, Any]:
+    event = {"recipe": "digits", "execution": "digits-0123456789abcdef", "training_job": JOB, "model_artifact": uri,
+             "dataset_version": "data/digits/a.csv@abc", **overrides}
+    result: dict[str, Any] = stack.handler("quantize").lambda_handler(event, LocalLambdaContext())
+    return result
+
+
+def keys(stack: Stack, prefix: str) -> list[str]:
+    out = stack.client("s3").list_objects_v2(Bucket=stack.artifacts_bucket, Prefix=prefix)
+    return sorted(o["Key"] for o in out.get("Contents", []))
+
+
+def test_quantize_writes_a_versioned_candidate_and_a_retry_makes_no_second(stack: Stack, digits_model: Path,
+                                                                          tmp_path: Path) -> None:
+    uri = put_artifact(stack, pack_dir(digits_model, tmp_path / "m.tar.gz").read_bytes())
+    out = quantize(stack, uri)
+    assert out["gate_passed"] is True and out["version"] == 1
+    assert out["model_uri"] == f"s3://{stack.artifacts_bucket}/models/digits/v000001/"
+    written = keys(stack, "models/digits/v000001/")
+    assert "models/digits/v000001/manifest.json" in written and "models/digits/v000001/model.onnx" in written
+    assert "models/digits/v000001/quantization_report.json" in written
+    registry = Registry(stack.registry_table)
+    record = registry.version("digits", 1)
+    assert record.training_job == JOB and record.status == "candidate" and record.metrics["accuracy"] > 0.9
+    assert registry.state("digits").candidate == 1 and registry.state("digits").live is None
+    again = quantize(stack, uri)
+    assert again["version"] == 1 and keys(stack, "models/digits/") == written
+
+
+def test_a_failed_gate_writes_a_report_and_no_version(stack: Stack, digits_model: Path, tmp_path: Path) -> None:
+    stack.env.update({"QUANT_MODE": "static", "MIN_ACCURACY": "1.0"})
+    uri = put_artifact(stack, pack_dir(digits_model, tmp_path / "m.tar.gz").read_bytes())
+    out = quantize(stack, uri)
+    assert out["gate_passed"] is False and "below the floor" in out["gate_reason"]
+    assert out["report_uri"].endswith(f"reports/digits/{JOB}/quantization_report.json")
+    assert keys(stack, "models/") == []
+    assert Registry(stack.registry_table).versions("digits") == []
+
+
+def _evil_tar(member: str, *, link: bool = False) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(member)
+        if link:
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"evil"))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"this is not a tarball", "not a readable tar archive"),
+    (_evil_tar("../../escape.txt"), "climbs out"),
+    (_evil_tar("/etc/cron.d/x"), "absolute path"),
+    (_evil_tar("model.onnx", link=True), "is a link"),
+])
+def test_a_corrupt_or_unsafe_tarball_fails_clearly_and_writes_nothing(stack: Stack, body: bytes, message: str) -> None:
+    uri = put_artifact(stack, body)
+    with pytest.raises(Exception, match=message):
+        quantize(stack, uri)
+    assert keys(stack, "models/") == [] and keys(stack, "reports/") == []
+
+
+def test_a_tampered_model_fails_its_checksum(stack: Stack, digits_model: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(digits_model, bad)
+    (bad / "eval.npz").write_bytes(b"tampered")
+    uri = put_artifact(stack, pack_dir(bad, tmp_path / "m.tar.gz").read_bytes())
+    with pytest.raises(Exception, match=r"eval\.npz: sha256 mismatch"):
+        quantize(stack, uri)
+    assert keys(stack, "models/") == []
+
+
+def test_an_oversized_artifact_is_refused_before_download(stack: Stack) -> None:
+    stack.env["MAX_ARTIFACT_BYTES"] = "10"
+    uri = put_artifact(stack, b"x" * 100)
+    with pytest.raises(Exception, match="over the limit of 10"):
+        quantize(stack, uri)
+
+
+def test_a_malformed_quantize_payload_is_refused(stack: Stack) -> None:
+    with pytest.raises(ValidationError):
+        quantize(stack, "not-an-s3-uri")
+
+
+# ---------------------------------------------------------------- promote
+
+
+def promote(stack: Stack, action: str, version: int | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {"action": action, "recipe": "digits", "execution": "digits-0123456789abcdef"}
+    if version is not None:
+        event["version"] = version
+    result: dict[str, Any] = stack.handler("promote").lambda_handler(event, LocalLambdaContext())
+    return result
+
+
+def alias(stack: Stack) -> tuple[str, dict[str, float]]:
+    out = stack.client("lambda").get_alias(FunctionName=stack.inference_function, Name="live")
+    return out["FunctionVersion"], (out.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+
+
+def add_versions(stack: Stack, *versions: int) -> None:
+    from lambdaforge.registry import VersionRecord
+
+    registry = Registry(stack.registry_table)
+    for v in versions:
+        assert registry.allocate_version("digits") == v
+        registry.put_version(VersionRecord(recipe="digits", version=v,
+                                           model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v{v:06d}/"))
+
+
+def pinned_model(stack: Stack, lambda_version: str) -> str:
+    config = stack.client("lambda").get_function_configuration(FunctionName=stack.inference_function,
+                                                                Qualifier=lambda_version)
+    return str(config["Environment"]["Variables"]["MODEL_URI"])
+
+
+def test_first_model_goes_live_then_a_canary_then_all_traffic_then_rollback(stack: Stack) -> None:
+    add_versions(stack, 1, 2)
+    code_version, _ = alias(stack)
+    first = promote(stack, "canary", 1)
+    assert first["note"] == "first model"
+    v1 = first["lambda_version"]
+    assert v1 != code_version and alias(stack) == (v1, {})
+    assert pinned_model(stack, v1).endswith("/models/digits/v000001/")
+    registry = Registry(stack.registry_table)
+    assert registry.state("digits").live == 1
+
+    canary = promote(stack, "canary", 2)
+    v2 = canary["lambda_version"]
+    assert alias(stack) == (v1, {v2: 0.1})  # 10% on the new version, 90% still on the live one
+    assert registry.state("digits").live == 1  # not live until finalized
+    promote(stack, "finalize", 2)
+    assert alias(stack) == (v2, {})
+    state = registry.state("digits")
+    assert (state.live, state.previous) == (2, 1)
+    assert pinned_model(stack, v2).endswith("/models/digits/v000002/")
+    assert pinned_model(stack, v1).endswith("/models/digits/v000001/")  # versions are immutable
+
+    back = promote(stack, "rollback")
+    assert (back["from_version"], back["to_version"]) == (2, 1)
+    assert alias(stack) == (v1, {})
+    assert registry.state("digits").live == 1
+    assert registry.version("digits", 2).status == "rolled-back"
+
+
+def test_promoting_a_version_that_does_not_exist_fails_and_changes_nothing(stack: Stack) -> None:
+    before = alias(stack)
+    with pytest.raises(RegistryError, match="has no version 9"):
+        promote(stack, "canary", 9)
+    assert alias(stack) == before
+
+
+def test_rollback_without_an_earlier_version_is_refused(stack: Stack) -> None:
+    add_versions(stack, 1)
+    promote(stack, "canary", 1)
+    before = alias(stack)
+    with pytest.raises(RegistryError, match="nothing earlier to roll back to"):
+        promote(stack, "rollback")
+    assert alias(stack) == before
+
+
+def test_a_firing_alarm_aborts_the_canary(stack: Stack) -> None:
+    cloudwatch = stack.client("cloudwatch")
+    cloudwatch.put_metric_alarm(AlarmName="lf-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
+                                Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold")
+    stack.env["CANARY_ALARMS"] = "lf-errors"
+    add_versions(stack, 1, 2)
+    v1 = promote(stack, "canary", 1)["lambda_version"]
+    promote(stack, "canary", 2)
+    cloudwatch.set_alarm_state(AlarmName="lf-errors", StateValue="ALARM", StateReason="errors in the canary")
+    with pytest.raises(Exception, match="lf-errors fired during the canary"):
+        promote(stack, "finalize", 2)
+    assert alias(stack) == (v1, {})
+    assert Registry(stack.registry_table).state("digits").live == 1

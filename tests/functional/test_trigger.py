@@ -1,0 +1,151 @@
+"""The trigger function under moto: uploads start exactly one run, bad uploads start none and are
+announced, data arriving during a run is coalesced, and a stale lock does not block forever."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from lambdaforge.local.context import LocalLambdaContext
+from lambdaforge.registry import Registry
+from lambdaforge.training import METRIC_DEFINITIONS
+from tests.functional import moto_stack
+from tests.functional.moto_stack import Stack
+
+CSV = b"label," + b",".join(f"p{i}".encode() for i in range(64)) + b"\n" + b"3," + b",".join([b"1"] * 64) + b"\n"
+
+
+@pytest.fixture
+def stack() -> Iterator[Stack]:
+    with moto_stack.running() as stack:
+        yield stack
+
+
+def call(stack: Stack, event: dict[str, Any]) -> dict[str, Any]:
+    handler = stack.handler("trigger")
+    result: dict[str, Any] = handler.lambda_handler(event, LocalLambdaContext(function_name="trigger"))
+    return result
+
+
+def test_an_upload_starts_one_run_with_the_training_contract(stack: Stack) -> None:
+    out = call(stack, stack.s3_event("data/digits/batch-1.csv", CSV))
+    assert out["status"] == "started", out
+    (execution,) = stack.executions()
+    assert execution["name"] == out["execution"] and execution["name"].startswith("digits-")
+    described = stack.client("stepfunctions").describe_execution(executionArn=execution["executionArn"])
+    payload = json.loads(described["input"])
+    assert payload["recipe"] == "digits"
+    assert payload["dataset"]["s3_uri"] == f"s3://{stack.data_bucket}/data/digits/batch-1.csv"
+    hps = payload["training"]["hyperparameters"]
+    assert json.loads(hps["recipe"]) == "digits" and json.loads(hps["sagemaker_program"]) == "train.py"
+    bundle = json.loads(hps["sagemaker_submit_directory"])
+    key = bundle.split(f"s3://{stack.artifacts_bucket}/", 1)[1]
+    assert stack.client("s3").head_object(Bucket=stack.artifacts_bucket, Key=key)["ContentLength"] > 1000
+    assert payload["training"]["metric_definitions"] == METRIC_DEFINITIONS
+    assert payload["training"]["job_name"].startswith("lf-digits-") and len(payload["training"]["job_name"]) <= 63
+    state = Registry(stack.registry_table).state("digits")
+    assert state.running == execution["name"]
+
+
+def test_duplicate_events_start_exactly_one_execution(stack: Stack) -> None:
+    event = stack.s3_event("data/digits/batch-1.csv", CSV)
+    first = call(stack, event)
+    second = call(stack, event)  # the same event delivered twice
+    redelivered = dict(event, id="another-event-id-for-the-same-object")
+    third = call(stack, redelivered)  # S3 sometimes emits two events for one write
+    assert first["status"] == "started"
+    assert second == first and third == first  # Powertools idempotency answered from its store
+    assert len(stack.executions()) == 1
+
+
+def test_the_source_bundle_is_uploaded_once_per_content(stack: Stack) -> None:
+    call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    call(stack, stack.s3_event("data/text/b.csv", b"text,label\nhi,a\n"))
+    keys = [o["Key"] for o in stack.client("s3").list_objects_v2(Bucket=stack.artifacts_bucket,
+                                                                 Prefix="source/")["Contents"]]
+    assert len(keys) == 1 and keys[0].endswith("/sourcedir.tar.gz")
+
+
+@pytest.mark.parametrize(("key", "body", "reason"), [
+    ("data/digits/notes.txt", b"hello", "accepts .csv files"),
+    ("data/nope/batch.csv", CSV, "unknown recipe 'nope'"),
+    ("data/digits/empty.csv", b"", "the file is empty"),
+    ("data/loose.csv", CSV, "put data under data/<recipe>/"),
+])
+def test_a_bad_upload_starts_nothing_and_is_announced(stack: Stack, key: str, body: bytes, reason: str) -> None:
+    out = call(stack, stack.s3_event(key, body))
+    assert out["status"] == "rejected" and reason in out["detail"]
+    assert stack.executions() == []
+    messages = stack.notifications()
+    assert len(messages) == 1 and reason in messages[0]
+    recipe = "digits" if "digits" in key else "_rejected"
+    runs = Registry(stack.registry_table).runs(recipe)
+    assert runs and runs[0]["status"] == "REJECTED"
+
+
+def test_an_oversized_upload_is_rejected(stack: Stack) -> None:
+    stack.env["MAX_UPLOAD_BYTES"] = "100"
+    out = call(stack, stack.s3_event("data/digits/big.csv", CSV))
+    assert out["status"] == "rejected" and "over the limit of 100" in out["detail"]
+    assert stack.executions() == []
+
+
+def test_a_folder_dataset_starts_on_its_marker_with_its_hyperparameters(stack: Stack) -> None:
+    assert call(stack, stack.s3_event("data/digits/ds1/part-1.csv", CSV))["status"] == "ignored"
+    assert call(stack, stack.s3_event("data/digits/ds1/part-2.csv", CSV))["status"] == "ignored"
+    assert stack.executions() == []
+    out = call(stack, stack.s3_event("data/digits/ds1/_READY", json.dumps({"hyperparameters": {"epochs": 3}}).encode()))
+    assert out["status"] == "started"
+    (execution,) = stack.executions()
+    payload = json.loads(stack.client("stepfunctions").describe_execution(
+        executionArn=execution["executionArn"])["input"])
+    assert payload["dataset"]["s3_uri"] == f"s3://{stack.data_bucket}/data/digits/ds1/"
+    assert json.loads(payload["training"]["hyperparameters"]["epochs"]) == 3
+
+
+def test_a_bad_marker_is_rejected(stack: Stack) -> None:
+    out = call(stack, stack.s3_event("data/digits/ds2/_READY", b"{not json"))
+    assert out["status"] == "rejected" and "not JSON" in out["detail"]
+    out = call(stack, stack.s3_event("data/digits/ds3/_READY", json.dumps({"hyperparameters": {"x": [1]}}).encode()))
+    assert out["status"] == "rejected" and "strings, numbers or booleans" in out["detail"]
+    assert stack.executions() == []
+
+
+def test_data_during_a_run_is_coalesced_and_starts_when_the_run_ends(stack: Stack) -> None:
+    first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    second = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    third = call(stack, stack.s3_event("data/digits/c.csv", CSV))
+    assert first["status"] == "started"
+    assert second["status"] == "queued" and third["status"] == "queued"
+    assert len(stack.executions()) == 1  # never two training runs for one recipe
+    pending = Registry(stack.registry_table).state("digits").pending
+    assert pending is not None and pending["key"] == "data/digits/c.csv"  # the newest waits; b is superseded
+    released = call(stack, {"action": "release", "recipe": "digits", "execution": first["execution"],
+                            "status": "SUCCEEDED"})
+    assert released["status"] == "started" and released["execution"] == third["execution"]
+    names = {e["name"] for e in stack.executions()}
+    assert names == {first["execution"], third["execution"]}
+    state = Registry(stack.registry_table).state("digits")
+    assert state.running == third["execution"] and state.pending is None
+    # a second release of the same execution is harmless
+    again = call(stack, {"action": "release", "recipe": "digits", "execution": first["execution"],
+                         "status": "SUCCEEDED"})
+    assert again["status"] == "released"
+
+
+def test_a_stale_lock_does_not_block_new_data(stack: Stack) -> None:
+    first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    (execution,) = stack.executions()
+    stack.client("stepfunctions").stop_execution(executionArn=execution["executionArn"])
+    second = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    assert first["status"] == "started" and second["status"] == "started"
+
+
+def test_events_that_are_not_uploads_are_ignored(stack: Stack) -> None:
+    out = call(stack, {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}})
+    assert out["status"] == "ignored"
+    with pytest.raises(Exception, match="status"):
+        call(stack, {"action": "release", "recipe": "digits", "execution": "x-1", "status": "MAYBE"})

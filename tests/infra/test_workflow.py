@@ -1,0 +1,114 @@
+"""The retraining workflow: a valid definition, a Catch on every task, substitutions that match the
+template, and Lambda payloads that are exactly what each handler parses."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from lambdaforge.pipeline.payloads import PromoteRequest, QuantizeRequest, ReleaseRequest
+from lambdaforge.training import METRIC_DEFINITIONS
+
+HANDLER_MODELS = {"${QuantizeFunctionArn}": QuantizeRequest, "${PromoteFunctionArn}": PromoteRequest,
+                  "${TriggerFunctionArn}": ReleaseRequest}
+
+
+def substitute(asl: dict[str, Any]) -> str:
+    text = json.dumps(asl)
+    values = {"InstanceCount": "1", "VolumeSizeGB": "30", "MaxRuntimeSeconds": "3600", "MaxWaitSeconds": "7200",
+              "PollSeconds": "60", "CanarySeconds": "300", "UseSpot": "true"}
+    return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), f"arn-or-name-{m.group(1)}"), text)
+
+
+def test_the_definition_parses_as_amazon_states_language(asl: dict[str, Any]) -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    AmazonStateLanguageParser.parse(substitute(asl))
+
+
+def test_every_transition_target_exists_and_every_state_is_reachable(asl: dict[str, Any]) -> None:
+    states = asl["States"]
+    edges: dict[str, set[str]] = {}
+    for name, state in states.items():
+        targets = {state[k] for k in ("Next", "Default") if k in state}
+        targets |= {c["Next"] for c in state.get("Choices", [])}
+        targets |= {c["Next"] for c in state.get("Catch", [])}
+        assert targets <= set(states), f"{name} -> {targets - set(states)}"
+        edges[name] = targets
+    seen, todo = set(), [asl["StartAt"]]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(edges[name])
+    assert seen == set(states), f"unreachable: {set(states) - seen}"
+    assert {"Done", "Failed"} <= seen
+
+
+def test_every_task_has_a_catch_all_and_no_sync_integration(asl: dict[str, Any]) -> None:
+    tasks = {n: s for n, s in asl["States"].items() if s["Type"] == "Task"}
+    assert len(tasks) >= 9
+    for name, state in tasks.items():
+        assert ".sync" not in state["Resource"], name  # moto cannot run .sync; the workflow polls instead
+        assert any("States.ALL" in c["ErrorEquals"] for c in state.get("Catch", [])), name
+
+
+def test_failure_path_records_notifies_releases_and_fails(asl: dict[str, Any]) -> None:
+    states = asl["States"]
+    assert states["RecordFailure"]["Resource"] == "arn:aws:states:::dynamodb:updateItem"
+    assert states["RecordFailure"]["Next"] == "RecordLastFailure"
+    assert states["RecordLastFailure"]["Next"] == "NotifyFailure"
+    assert states["NotifyFailure"]["Resource"] == "arn:aws:states:::sns:publish"
+    assert states["NotifyFailure"]["Next"] == "ReleaseAfterFailure"
+    assert states["ReleaseAfterFailure"]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
+    # a failed rollout is undone before the failure is recorded
+    assert states["PromoteFinalize"]["Catch"][0]["Next"] == "AbortCanary"
+    assert states["PromoteCanary"]["Catch"][0]["Next"] == "AbortCanary"
+
+
+def test_training_job_uses_spot_checkpoints_and_the_harness_metric_definitions(asl: dict[str, Any]) -> None:
+    states = asl["States"]
+    create = states["CreateTrainingJob"]["Parameters"]
+    assert create["AlgorithmSpecification"]["MetricDefinitions.$"] == "$.training.metric_definitions"
+    assert create["CheckpointConfig"]["LocalPath"] == "/opt/ml/checkpoints"
+    assert create["EnableManagedSpotTraining.$"] == "$.capacity.spot"
+    assert states["PrepareSpot"]["Parameters"]["stopping"]["MaxWaitTimeInSeconds.$"]
+    assert "MaxWaitTimeInSeconds.$" not in states["PrepareOnDemand"]["Parameters"]["stopping"]
+    from lambdaforge.pipeline.training_job import metric_definitions
+
+    assert metric_definitions() == METRIC_DEFINITIONS
+
+
+def test_substitutions_match_the_template(asl: dict[str, Any], translated: Any) -> None:
+    used = set(re.findall(r"\$\{(\w+)\}", json.dumps(asl)))
+    given = set(translated.source["Resources"]["RetrainStateMachine"]["Properties"]["DefinitionSubstitutions"])
+    assert used == given
+
+
+@pytest.mark.parametrize("function", sorted(HANDLER_MODELS))
+def test_each_lambda_task_payload_is_exactly_what_its_handler_parses(asl: dict[str, Any], function: str) -> None:
+    model = HANDLER_MODELS[function]
+    tasks = [(n, s) for n, s in asl["States"].items()
+             if s.get("Resource") == "arn:aws:states:::lambda:invoke" and s["Parameters"]["FunctionName"] == function]
+    assert tasks, function
+    fields = set(model.model_fields)
+    required = {n for n, f in model.model_fields.items() if f.is_required()}
+    for name, state in tasks:
+        keys = {k.removesuffix(".$") for k in state["Parameters"]["Payload"]}
+        assert required <= keys <= fields, f"{name}: sends {sorted(keys)}, {model.__name__} takes {sorted(fields)}"
+        literal = {k: v for k, v in state["Parameters"]["Payload"].items() if not k.endswith(".$")}
+        sample = {k: "x1" for k in keys}
+        sample.update(literal)
+        for key in keys:
+            if key == "version":
+                sample[key] = 1
+            if key == "execution":
+                sample[key] = "digits-0123456789abcdef"
+            if key == "recipe":
+                sample[key] = "digits"
+            if key == "model_artifact":
+                sample[key] = "s3://bucket/training/job/output/model.tar.gz"
+        model.model_validate(sample)  # the literal values (action, status) are ones the handler accepts
