@@ -61,6 +61,7 @@ class Translated:
 
     source: dict[str, Any]
     cfn: dict[str, Any]
+    root: Path  # the project folder (template.yaml's folder)
     code_paths: dict[str, Path] = field(default_factory=dict)  # SAM logical id -> local folder or file
 
     @property
@@ -109,4 +110,4 @@ def translate(template_path: Path, parameter_values: dict[str, Any] | None = Non
         cfn = transform(sam, parameter_values or {}, _NoManagedPolicies())
     except Exception as exc:
         raise TemplateError(f"{template_path}: SAM cannot translate it: {exc}") from exc
-    return Translated(source=source, cfn=cfn, code_paths=code_paths)
+    return Translated(source=source, cfn=cfn, root=root.resolve(), code_paths=code_paths)

@@ -176,8 +176,9 @@ class Predictor:
         if self.kind == "text":
             return {"instances": ["my package has not arrived yet"]}
         with np.load(self.model_dir.file(self.manifest.eval_file), allow_pickle=False) as npz:
-            first = npz[self.input_names[0]][0]
-        return {"instances": [np.asarray(first).reshape(-1).round(3).tolist()]}
+            first = np.asarray(npz[self.input_names[0]][0]).reshape(-1)
+        values = [int(v) if float(v).is_integer() else round(float(v), 4) for v in first]
+        return {"instances": [values]}
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
@@ -192,4 +193,5 @@ class Predictor:
             "quantization": m.quantization.model_dump() if m.quantization else None,
             "training": {"job_name": m.training.job_name, "dataset_version": m.training.dataset_version},
             "threads": self.threads,
+            "example": self.sample_request(),
         }

@@ -42,7 +42,9 @@ class JobTree:
     def channel_dir(self, name: str) -> Path:
         return self.root / "input" / "data" / name
 
-    def prepare(self, channels: Mapping[str, Path], hyperparameters: Mapping[str, Any]) -> None:
+    def prepare(self, channels: Mapping[str, Path], hyperparameters: Mapping[str, Any], *,
+                encoded: bool = False) -> None:
+        """Lay out the tree; `encoded`: the hyperparameters are already SageMaker's strings."""
         config = self.root / "input" / "config"
         config.mkdir(parents=True, exist_ok=True)
         for sub in ("model", "output", "checkpoints", "output/data"):
@@ -60,8 +62,8 @@ class JobTree:
 
                 raise TrainingError(f"{src}: data path does not exist")
         # SageMaker stores every hyperparameter as a string; its SDKs JSON-encode the values.
-        encoded = {k: json.dumps(v) for k, v in hyperparameters.items()}
-        (config / "hyperparameters.json").write_text(json.dumps(encoded, indent=2))
+        strings = {k: (str(v) if encoded else json.dumps(v)) for k, v in hyperparameters.items()}
+        (config / "hyperparameters.json").write_text(json.dumps(strings, indent=2))
         (config / "inputdataconfig.json").write_text(json.dumps({n: {"TrainingInputMode": "File"} for n in channels}))
         (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
 

@@ -1,0 +1,205 @@
+"""Pipeline commands: run it locally (up, upload) and operate it anywhere (status, rollback)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.errors import LambdaforgeError
+
+LocalOpt = Annotated[bool, typer.Option("--local", help="the running local cloud (`lambdaforge up`)")]
+StackOpt = Annotated[str | None, typer.Option("--stack", help="CloudFormation stack name (default lambdaforge)")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region")]
+
+
+@app.command()
+def up(
+    recipe: Annotated[str, typer.Option(help="which recipe the local stack serves and retrains")] = "digits",
+    data_path: Annotated[Path | None, typer.Option("--data", help="data file or folder (default: shipped data)")]
+    = None,
+    port: Annotated[int, typer.Option(help="port of the local API on 127.0.0.1 (0: any free port)")] = 3000,
+    auth: Annotated[str, typer.Option(help="API auth locally: NONE, IAM (SigV4) or JWT")] = "NONE",
+    state_dir: Annotated[Path | None, typer.Option(help="where the local cloud keeps its files")] = None,
+    once: Annotated[bool, typer.Option(help="stop after the first run is live and answered a prediction")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print function and training logs")] = False,
+) -> None:
+    """Run the whole pipeline locally: embedded cloud, retraining run, then serve the live model."""
+    from lambdaforge.local.cloud import LocalCloud
+    from lambdaforge.local.up import follow, predict, sample_body, start_gateway, upload_path, wait_for_new_execution
+    from lambdaforge.recipes import get_recipe
+
+    if auth.upper() not in ("NONE", "IAM", "JWT"):
+        raise LambdaforgeError(f"--auth must be NONE, IAM or JWT, not {auth!r}")
+    rec = get_recipe(recipe)
+    echo = (lambda line: console.print(line, markup=False, highlight=False)) if verbose else None
+    with console.status("starting the local cloud (moto) and creating the stack from template.yaml"):
+        cloud = LocalCloud(state_dir=state_dir, parameters={"Recipe": recipe, "ApiAuth": auth.upper()}, echo=echo)
+        cloud.start()
+    try:
+        try:
+            gateway = start_gateway(cloud, port)
+        except OSError as exc:
+            raise LambdaforgeError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", hint="try --port 0") \
+                from exc
+        console.print(f"local cloud: [bold]{cloud.endpoint}[/bold]  (any S3 client works: "
+                      f"aws --endpoint-url {cloud.endpoint} s3 ...)")
+        data = data_path or rec.write_sample_data(cloud.state_dir / "sample-data" / recipe)
+        s3 = cloud.client("s3")
+        known: set[str] = set()
+        key = upload_path(s3, cloud.outputs["DataBucketName"], recipe, data)
+        console.print(f"uploaded {data} to s3://{cloud.outputs['DataBucketName']}/{key}")
+        execution = wait_for_new_execution(cloud, known, timeout=120)
+        if execution is None:
+            raise CommandFailed("the upload started no retraining run; see `lambdaforge up --verbose`")
+        result = follow(cloud, execution, console)
+        known.add(execution)
+        if result.status != "SUCCEEDED":
+            raise CommandFailed(f"retraining run {execution} {result.status}: {result.error}")
+        console.print(f"[green]run {execution} succeeded in {result.seconds:.0f} s; the model is live[/green]")
+        body = sample_body(gateway.url)
+        answer = predict(gateway.url, body)
+        console.print(f"API: [bold]{gateway.url}[/bold]   docs: {gateway.url}/docs")
+        console.print(f"try:\n  curl -s {gateway.url}/predict -H 'content-type: application/json' "
+                      f"-d {shlex.quote(json.dumps(body, separators=(',', ':')))}")
+        first = answer["predictions"][0]
+        console.print(f"prediction: {first['label']} (score {first['score']:.3f}, model {answer['model']['version']})")
+        if once:
+            return
+        console.print("serving; upload new data with `lambdaforge upload PATH` to retrain. Ctrl-C stops.")
+        while True:
+            execution = wait_for_new_execution(cloud, known, timeout=3600)
+            if execution is None:
+                continue
+            known.add(execution)
+            result = follow(cloud, execution, console)
+            color = "green" if result.status == "SUCCEEDED" else "red"
+            console.print(f"[{color}]run {execution}: {result.status}[/{color}]" +
+                          (f" - {result.error}" if result.error else ""))
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        cloud.stop()
+
+
+@app.command()
+def upload(
+    path: Annotated[Path, typer.Argument(help="a data file, or a folder (uploaded with a _READY marker)")],
+    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    name: Annotated[str | None, typer.Option(help="object (or folder) name under data/<recipe>/")] = None,
+    local: LocalOpt = True,
+    stack: StackOpt = None,
+    region: RegionOpt = None,
+) -> None:
+    """Upload data to the stack's data bucket, which starts a retraining run."""
+    from lambdaforge.cloud.stack import resolve_stack
+    from lambdaforge.local.up import upload_path
+
+    if not path.exists():
+        raise LambdaforgeError(f"{path}: no such file or folder")
+    ref = resolve_stack(stack, region, local=local)
+    target = recipe or ref.outputs.get("Recipe", "digits")
+    key = upload_path(ref.client("s3"), ref.output("DataBucketName"), target, path, name)
+    console.print(f"uploaded to s3://{ref.output('DataBucketName')}/{key}; the trigger starts a run "
+                  "(see `lambdaforge status`)")
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value in (None, "", []) else str(value)
+
+
+@app.command()
+def status(
+    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    local: LocalOpt = False,
+    stack: StackOpt = None,
+    region: RegionOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The live, previous and candidate models, the versions, and the recent runs."""
+    from lambdaforge.cloud.stack import resolve_stack
+    from lambdaforge.registry import Registry
+
+    ref = resolve_stack(stack, region, local=local)
+    target = recipe or ref.outputs.get("Recipe", "digits")
+    import boto3
+
+    resource = boto3.resource("dynamodb", region_name=ref.region, endpoint_url=ref.endpoint_url,
+                              **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+                                 if ref.local else {}))
+    registry = Registry(ref.output("RegistryTableName"), table=resource.Table(ref.output("RegistryTableName")))
+    state = registry.state(target)
+    versions = sorted(registry.versions(target), key=lambda v: v.version)
+    runs = registry.runs(target, limit=10)
+    alias = ref.client("lambda").get_alias(FunctionName=ref.output("InferenceFunctionName"), Name="live")
+    if as_json:
+        console.print_json(json.dumps({"recipe": target, "live": state.live, "previous": state.previous,
+                                       "candidate": state.candidate, "running": state.running,
+                                       "pending": state.pending, "last_failure": state.last_failure,
+                                       "alias": {"version": alias["FunctionVersion"],
+                                                 "routing": (alias.get("RoutingConfig") or {}).get(
+                                                     "AdditionalVersionWeights", {})},
+                                       "versions": [v.__dict__ for v in versions], "runs": runs}, default=str))
+        return
+    summary = Table(title=f"{target} on {ref.name}" + (" (local)" if ref.local else f" ({ref.region})"),
+                    show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+    routing = ", ".join(f"{w:.0%} to version {v}" for v, w in weights.items())
+    summary.add_row("live", f"model v{_fmt(state.live)} (Lambda version {alias['FunctionVersion']}"
+                            + (f"; canary: {routing}" if routing else "") + ")")
+    summary.add_row("previous", f"model v{_fmt(state.previous)}")
+    summary.add_row("candidate", f"model v{_fmt(state.candidate)}")
+    summary.add_row("running", _fmt(state.running))
+    summary.add_row("waiting data", _fmt((state.pending or {}).get("key")))
+    if state.last_failure:
+        summary.add_row("last failure", f"{state.last_failure.get('execution')}: {state.last_failure.get('error')} "
+                                        f"{str(state.last_failure.get('cause'))[:200]}")
+    console.print(summary)
+    table = Table(title="versions", title_justify="left")
+    for col in ("version", "status", "accuracy", "quantization", "Lambda version", "training job", "created"):
+        table.add_column(col)
+    for v in versions:
+        table.add_row(str(v.version), v.status, f"{v.metrics.get('accuracy', 0):.4f}", _fmt(v.quantization),
+                      _fmt(v.lambda_version), _fmt(v.training_job), v.created_at)
+    console.print(table)
+    runs_table = Table(title="recent runs", title_justify="left")
+    for col in ("run", "status", "dataset", "error"):
+        runs_table.add_column(col)
+    for run in runs:
+        runs_table.add_row(run["sk"].removeprefix("run#"), run.get("status", "-"), _fmt(run.get("dataset")),
+                           _fmt(run.get("error")))
+    console.print(runs_table)
+
+
+@app.command()
+def rollback(
+    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    local: LocalOpt = False,
+    stack: StackOpt = None,
+    region: RegionOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+) -> None:
+    """Move alias `live` back to the previous model version (through the stack's promote function)."""
+    from lambdaforge.cloud.stack import resolve_stack
+
+    ref = resolve_stack(stack, region, local=local)
+    target = recipe or ref.outputs.get("Recipe", "digits")
+    if not yes and not typer.confirm(f"roll {target} on {ref.name} back to the previous model?"):
+        raise typer.Abort()
+    started = time.perf_counter()
+    out = ref.client("lambda").invoke(FunctionName=ref.output("PromoteFunctionName"),
+                                      Payload=json.dumps({"action": "rollback", "recipe": target}).encode())
+    payload = json.loads(out["Payload"].read() or b"{}")
+    if out.get("FunctionError"):
+        raise CommandFailed(f"rollback refused: {payload.get('errorMessage', payload)}")
+    console.print(f"[green]{target}: live is model v{payload['to_version']} again[/green] "
+                  f"(was v{payload['from_version']}; Lambda version {payload['lambda_version']}; "
+                  f"{time.perf_counter() - started:.1f} s)")

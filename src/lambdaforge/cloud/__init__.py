@@ -1,0 +1,1 @@
+"""Working with a deployed stack (or the local cloud standing in for one) from the CLI."""

@@ -1,0 +1,332 @@
+"""The embedded local cloud: moto's server in this process, the stack from template.yaml, and the
+local executors for exactly what moto cannot do (run a Lambda without Docker, really train a
+SageMaker job, deliver EventBridge events to Lambda).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from lambdaforge import envvars
+from lambdaforge.local.errors import LocalCloudError
+from lambdaforge.local.intrinsics import Resolver
+from lambdaforge.local.lambda_executor import LambdaExecutor
+from lambdaforge.local.project import project_root
+from lambdaforge.local.sagemaker_executor import SageMakerExecutor
+from lambdaforge.local.stack import Context, LocalApi, create_stack
+from lambdaforge.local.template import translate
+
+ACCOUNT = "123456789012"
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"  # noqa: S105 - moto's fixed local credentials
+# Template parameters that make sense on one machine: fast polling and canaries, an open local API.
+LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "ApiAuth": "NONE", "EnableTracing": "false"}
+STATE_FILE = "local.json"
+
+
+class FunctionError(LocalCloudError):
+    """The function returned an error (API Gateway answers 500)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _LogShipper:
+    """Function and job log lines into moto's CloudWatch Logs, batched; a ring buffer for diagnostics."""
+
+    def __init__(self, account: str, region: str, echo: Callable[[str], None] | None) -> None:
+        self.account, self.region, self.echo = account, region, echo
+        self.recent: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=400))
+        self._pending: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def line(self, source: str, group: str, stream: str, text: str) -> None:
+        self.recent[source].append(text)
+        if self.echo:
+            self.echo(f"[{source}] {text}")
+        with self._lock:
+            self._pending[(group, stream)].append({"timestamp": int(time.time() * 1000), "message": text or " "})
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self.flush()
+
+    def flush(self) -> None:
+        from moto.logs.models import logs_backends
+
+        with self._lock:
+            pending, self._pending = self._pending, defaultdict(list)
+        backend = logs_backends[self.account][self.region]
+        for (group, stream), events in pending.items():
+            try:
+                if group not in backend.groups:
+                    backend.create_log_group(group, {})
+                if stream not in backend.groups[group].streams:
+                    backend.create_log_stream(group, stream)
+                backend.put_log_events(group, stream, events)
+            except Exception as exc:  # logs are best effort
+                self.recent["local-cloud"].append(f"could not store logs for {group}: {exc}")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+
+
+class LocalCloud:
+    def __init__(self, *, root: Path | None = None, state_dir: Path | None = None,
+                 parameters: dict[str, str] | None = None, stack_name: str = "lambdaforge-local",
+                 region: str = "us-east-1", echo: Callable[[str], None] | None = None) -> None:
+        self.root = project_root(root)
+        self.state_dir = Path(state_dir or self.root / ".lambdaforge")
+        self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
+        self.stack_name = stack_name
+        self.region = region
+        self.echo = echo
+        self.port = 0
+        self.endpoint = ""
+        self.api = LocalApi()
+        self.outputs: dict[str, str] = {}
+        self.physical: dict[str, str] = {}
+        self._server: Any = None
+        self._patches: list[tuple[Any, str, Any]] = []
+        self._saved_env: dict[str, str | None] = {}
+        self.executor: LambdaExecutor | None = None
+        self.trainer: SageMakerExecutor | None = None
+        self.logs: _LogShipper | None = None
+        self._streams: dict[tuple[str, str], str] = {}
+
+    # --- lifecycle
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> LocalCloud:
+        from moto.core.config import default_user_config
+        from moto.server import ThreadedMotoServer
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        # The Step Functions interpreter calls localhost:$MOTO_PORT; everything here uses these credentials.
+        self._set_env({envvars.MOTO_PORT: str(self.port), "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                       "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": self.region})
+        default_user_config["stepfunctions"] = {"execute_state_machine": True}
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log line per API call
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        self.logs = _LogShipper(ACCOUNT, self.region, self.echo)
+        worker_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108
+            "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "TZ": ":UTC",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            envvars.AWS_ENDPOINT_URL: self.endpoint, envvars.CACHE_DIR: str(self.state_dir / "lambda-tmp"),
+        }
+        self.executor = LambdaExecutor(base_env=worker_env, region=self.region, account=ACCOUNT,
+                                       sink=self._function_log)
+        self.trainer = SageMakerExecutor(s3=self.client("s3"), logs=self.client("logs"), state_dir=self.state_dir,
+                                         region=self.region, account=ACCOUNT, sink=self._job_log)
+        self._install_patches()
+        try:
+            self._create_stack()
+        except Exception:
+            self.stop()
+            raise
+        self.write_state()
+        return self
+
+    def stop(self) -> None:
+        if self.executor:
+            self.executor.shutdown()
+        if self.trainer:
+            self.trainer.join(timeout=5)
+        if self.logs:
+            self.logs.close()
+        for owner, name, original in reversed(self._patches):
+            setattr(owner, name, original)
+        self._patches.clear()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            from moto.core.config import default_user_config
+            from moto.moto_api._internal.models import moto_api_backend
+
+            moto_api_backend.reset()  # a next cloud in this process starts from an empty account
+            default_user_config["stepfunctions"] = {"execute_state_machine": False}
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    # --- clients and state
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
+                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+    def write_state(self) -> None:
+        state = {"endpoint": self.endpoint, "region": self.region, "stack": self.stack_name, "pid": os.getpid(),
+                 "outputs": self.outputs, "parameters": self.parameters}
+        (self.state_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    # --- the stack
+    def _create_stack(self) -> None:
+        translated = translate(self.root / "template.yaml", self.parameters)
+        resolver = Resolver(translated.cfn, self.parameters, region=self.region, account=ACCOUNT,
+                            stack_name=self.stack_name)
+        assert self.executor is not None
+        ctx = Context(resolver=resolver, translated=translated, clients=self.client, stack_name=self.stack_name,
+                      region=self.region, account=ACCOUNT, register_code=self.executor.register)
+        create_stack(ctx)
+        self.api = ctx.api
+        self.physical = dict(resolver.physical)
+        for name, output in (translated.cfn.get("Outputs") or {}).items():
+            if "Condition" in output and not resolver.condition(output["Condition"]):
+                continue
+            self.outputs[name] = str(resolver.resolve(output["Value"]))
+        self.outputs["ApiUrl"] = ""  # the local gateway's URL is set when it starts
+
+    # --- the executors' hooks into moto
+    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self._patches.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, replacement)
+
+    def _install_patches(self) -> None:
+        from moto.awslambda.models import LambdaBackend
+        from moto.events.models import Rule
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        cloud = self
+        original_create = SageMakerModelBackend.create_training_job
+        original_send = Rule.send_to_targets
+
+        def invoke(backend: Any, function_name: str, qualifier: str | None, body: Any, headers: Any,
+                   response_headers: Any) -> bytes:
+            assert cloud.executor is not None
+            event = json.loads(body) if body else {}
+            kind = headers.get("X-Amz-Invocation-Type", "RequestResponse")
+            if kind == "Event":
+                cloud.executor.invoke_async(function_name, qualifier, event)
+                return b""
+            if kind == "DryRun":
+                return b""
+            result = cloud.executor.invoke(function_name, qualifier, event)
+            response_headers["x-amz-executed-version"] = result.version
+            if result.error:
+                response_headers["x-amz-function-error"] = "Unhandled"
+            if headers.get("X-Amz-Log-Type") == "Tail":
+                tail = "\n".join(result.logs)[-4096:]
+                response_headers["x-amz-log-result"] = base64.b64encode(tail.encode()).decode()
+            return result.payload
+
+        def create_training_job(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            spec = kwargs.get("algorithm_specification") or (args[2] if len(args) > 2 else {})
+            request = {"AlgorithmSpecification": {"MetricDefinitions": list(spec.get("MetricDefinitions", []))}}
+            job = original_create(backend, *args, **kwargs)
+            assert cloud.trainer is not None
+            cloud.trainer.started(job, request)
+            return job
+
+        def send_to_targets(rule: Any, original_event: Any, transform_input: bool = True) -> None:
+            # moto delivers to queues, logs and buses, and raises for Lambda targets: give it the others
+            lambdas = [t for t in rule.targets if ":lambda:" in t["Arn"] and ":function:" in t["Arn"]]
+            others = [t for t in rule.targets if t not in lambdas]
+            if others:
+                rule.targets = others
+                try:
+                    original_send(rule, original_event, transform_input)
+                finally:
+                    rule.targets = others + lambdas
+            if not lambdas or not rule.event_pattern.matches_event(original_event):
+                return
+            assert cloud.executor is not None
+            for target in lambdas:
+                event = json.loads(target["Input"]) if target.get("Input") else original_event
+                cloud.executor.invoke_async(target["Arn"], None, event)
+
+        self._patch(LambdaBackend, "invoke", invoke)
+        self._patch(SageMakerModelBackend, "create_training_job", create_training_job)
+        self._patch(Rule, "send_to_targets", send_to_targets)
+
+    def _function_log(self, function: str, version: str, line: str) -> None:
+        assert self.executor is not None and self.logs is not None
+        code = self.executor.code.get(function)
+        group = (code.log_group if code else None) or f"/aws/lambda/{function}"
+        key = (function, version)
+        if key not in self._streams:
+            self._streams[key] = f"{time.strftime('%Y/%m/%d')}/[{version}]{uuid.uuid4().hex}"
+        self.logs.line(function, group, self._streams[key], line)
+
+    def _job_log(self, job: str, line: str) -> None:
+        assert self.logs is not None
+        self.logs.recent[job].append(line)
+        if self.logs.echo:
+            self.logs.echo(f"[{job}] {line}")
+
+    # --- the API, as the local gateway calls it
+    def api_invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        assert self.executor is not None
+        if not self.api.function:
+            raise LocalCloudError("the template's HTTP API has no Lambda integration")
+        result = self.executor.invoke(self.api.function, self.api.qualifier, event)
+        if result.error:
+            raise FunctionError(result.payload.decode()[:500])
+        answer: dict[str, Any] = json.loads(result.payload)
+        return answer
+
+    def authorizer(self) -> Any:
+        from lambdaforge.local.auth import jwt_authorizer, sigv4_authorizer
+
+        if self.api.authorization == "AWS_IAM":
+            return sigv4_authorizer(ACCESS_KEY, SECRET_KEY, self.region)
+        if self.api.authorization == "JWT":
+            return jwt_authorizer(self.api.jwt_issuer, self.api.jwt_audience)
+        return None
+
+    def recent_logs(self) -> Iterator[tuple[str, list[str]]]:
+        assert self.logs is not None
+        for source, lines in self.logs.recent.items():
+            yield source, list(lines)
+
+    # --- waiting on the workflow
+    def wait_for_execution(self, name: str, timeout: float = 600.0) -> dict[str, Any]:
+        sfn = self.client("stepfunctions")
+        arn = self.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:") + f":{name}"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
+            except sfn.exceptions.ExecutionDoesNotExist:
+                time.sleep(0.5)
+                continue
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.5)
+        raise LocalCloudError(f"execution {name} did not finish within {timeout:.0f} s")

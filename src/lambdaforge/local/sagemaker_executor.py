@@ -1,0 +1,196 @@
+"""The local SageMaker executor: a CreateTrainingJob really trains.
+
+moto records training jobs and marks them Completed at once, writing no artifact. This fills
+exactly that gap: the job's own source bundle (sagemaker_submit_directory) runs under the
+SageMaker contract (an /opt/ml tree, channels downloaded from S3, hyperparameters as SageMaker
+encodes them, checkpoints restored from and saved to S3), on a GPU when there is one. The job is
+InProgress meanwhile, then Completed with model.tar.gz uploaded to its output path, or Failed with
+the FailureReason the harness wrote. Log lines go to CloudWatch Logs, metrics are read with the
+job's own MetricDefinitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lambdaforge.artifact import pack_dir, safe_extract
+from lambdaforge.training.runner import JobTree, run_entry_point
+
+LineSink = Callable[[str, str], None]  # (job name, line)
+
+
+class SageMakerExecutor:
+    def __init__(self, *, s3: Any, logs: Any, state_dir: Path, region: str, account: str, sink: LineSink) -> None:
+        self.s3 = s3
+        self.logs = logs
+        self.state_dir = state_dir
+        self.region = region
+        self.account = account
+        self.sink = sink
+        self._procs: dict[str, subprocess.Popen[str]] = {}
+        self._threads: list[threading.Thread] = []
+        self.live_metrics: dict[str, dict[str, float]] = {}  # job -> latest value of each metric, while it runs
+
+    def backend(self) -> Any:
+        from moto.sagemaker.models import sagemaker_backends
+
+        return sagemaker_backends[self.account][self.region]
+
+    def started(self, job: Any, request: dict[str, Any]) -> None:
+        """Called right after moto recorded the job: mark it running and train in the background."""
+        job.training_job_status = "InProgress"
+        job.secondary_status = "Starting"
+        job.algorithm_specification["MetricDefinitions"] = list(
+            request.get("AlgorithmSpecification", {}).get("MetricDefinitions", []))
+        job.final_metric_data_list = []
+        job.training_end_time = None
+        thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.training_job_name}", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc and proc.poll() is None:
+            proc.terminate()
+
+    # --- the job
+    def _download(self, uri: str, dest: Path) -> None:
+        bucket, _, prefix = uri[5:].partition("/")
+        dest.mkdir(parents=True, exist_ok=True)
+        paginator = self.s3.get_paginator("list_objects_v2")
+        found = False
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
+                if ".." in rel.split("/"):
+                    continue
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.s3.download_file(bucket, obj["Key"], str(target))
+                found = True
+        if not found:
+            raise FileNotFoundError(f"no objects under {uri}")
+
+    def _upload_dir(self, folder: Path, uri: str) -> None:
+        bucket, _, prefix = uri[5:].partition("/")
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            self.s3.upload_file(str(path), bucket, prefix.rstrip("/") + "/" + path.relative_to(folder).as_posix())
+
+    def _run(self, job: Any) -> None:
+        name = job.training_job_name
+        root = self.state_dir / "sagemaker" / name
+        shutil.rmtree(root, ignore_errors=True)
+        tree = JobTree(root / "opt" / "ml")
+        stream = f"{name}/algo-1-{int(time.time())}"
+        log_group = "/aws/sagemaker/TrainingJobs"
+        self._ensure_log_stream(log_group, stream)
+        buffered: list[str] = []
+        metrics: dict[str, float] = self.live_metrics.setdefault(name, {})
+        definitions = job.algorithm_specification.get("MetricDefinitions", [])
+        regexes = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+
+        def on_line(line: str) -> None:
+            self.sink(name, line)
+            buffered.append(line)
+            for metric, regex in regexes:
+                match = regex.search(line)
+                if match:
+                    with contextlib.suppress(IndexError, ValueError):  # a regex without a number group
+                        metrics[metric] = float(match.group(1))
+            if len(buffered) >= 20:
+                self._flush_logs(log_group, stream, buffered)
+
+        try:
+            job.secondary_status = "Downloading"
+            channels: dict[str, Path] = {}
+            for channel in job.input_data_config:
+                src = channel["DataSource"]["S3DataSource"]["S3Uri"]
+                local = root / "channels" / channel["ChannelName"]
+                self._download(src, local)
+                channels[channel["ChannelName"]] = local
+            hps = dict(job.hyper_parameters or {})
+            program = json.loads(hps.get("sagemaker_program", '"train.py"'))
+            source_uri = json.loads(hps["sagemaker_submit_directory"])
+            tree.prepare(channels, hps, encoded=True)
+            checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
+            if checkpoint_uri:
+                try:
+                    self._download(checkpoint_uri, tree.checkpoint_dir)
+                    on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
+                except FileNotFoundError:
+                    pass
+            code_dir = root / "code"
+            bundle = root / "sourcedir.tar.gz"
+            self.s3.download_file(*source_uri[5:].split("/", 1), str(bundle))
+            safe_extract(bundle, code_dir)
+            job.secondary_status = "Training"
+            max_runtime = (job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400)
+            timer = threading.Timer(float(max_runtime), lambda: self.stop(name))
+            timer.start()
+            try:
+                code, reason = run_entry_point(
+                    tree, channels, name, on_line=on_line, command=[sys.executable, program], cwd=code_dir,
+                    # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
+                    extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name})},
+                    process_started=lambda p: self._procs.__setitem__(name, p))
+            finally:
+                timer.cancel()
+            if checkpoint_uri and tree.checkpoint_dir.is_dir():
+                self._upload_dir(tree.checkpoint_dir, checkpoint_uri)
+            job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
+                                          for k, v in sorted(metrics.items())]
+            if code != 0:
+                stopped = self._procs.get(name) is not None and code in (-15, 143) and not reason
+                self._finish(job, "Stopped" if stopped else "Failed",
+                             reason or f"AlgorithmError: the training process exited with code {code}")
+                return
+            job.secondary_status = "Uploading"
+            artifact = job.model_artifacts["S3ModelArtifacts"]
+            tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
+            self.s3.upload_file(str(tarball), *artifact[5:].split("/", 1))
+            self._finish(job, "Completed", None)
+        except Exception as exc:
+            on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
+            self._finish(job, "Failed", f"ClientError: {exc}")
+        finally:
+            self._flush_logs(log_group, stream, buffered)
+
+    def _finish(self, job: Any, status: str, reason: str | None) -> None:
+        job.training_end_time = datetime.now(UTC)
+        if reason:
+            job.failure_reason = reason[:1024]
+        job.secondary_status = status
+        job.training_job_status = status
+
+    def _ensure_log_stream(self, group: str, stream: str) -> None:
+        with contextlib.suppress(self.logs.exceptions.ResourceAlreadyExistsException):
+            self.logs.create_log_group(logGroupName=group)
+        self.logs.create_log_stream(logGroupName=group, logStreamName=stream)
+
+    def _flush_logs(self, group: str, stream: str, lines: list[str]) -> None:
+        if not lines:
+            return
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now, "message": line or " "} for line in lines]
+        lines.clear()
+        try:
+            self.logs.put_log_events(logGroupName=group, logStreamName=stream, logEvents=events)
+        except Exception as exc:  # logs are best effort; the job's outcome does not depend on them
+            self.sink(stream, f"[local sagemaker] could not store {len(events)} log lines: {exc}")
+
+    def join(self, timeout: float = 10.0) -> None:
+        for name in list(self._procs):
+            self.stop(name)
+        for thread in self._threads:
+            thread.join(timeout=timeout)
