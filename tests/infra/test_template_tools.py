@@ -88,3 +88,18 @@ def test_samconfig_deploys_with_the_needed_settings() -> None:
     params = set(load_template(ROOT / "template.yaml")["Parameters"])
     overridden = set(re.findall(r'(\w+)="', deploy["parameter_overrides"]))
     assert overridden and overridden <= params
+
+
+def test_images_built_elsewhere_need_no_docker_to_deploy(tmp_path: Path) -> None:
+    """The way out when there is no container runtime: the derived template builds with zip functions only."""
+    from lambdaforge.cloud.deploy import plan_deploy
+
+    plan = plan_deploy(ROOT, sam=tool("sam"), stack="s", region="us-east-1", training_image="img:1",
+                       inference_image="123456789012.dkr.ecr.us-east-1.amazonaws.com/inference:1",
+                       quantize_image="123456789012.dkr.ecr.us-east-1.amazonaws.com/quantize:1")
+    overrides = [o for o in plan.deploy if o.startswith(("InferenceImageUri=", "QuantizeImageUri="))]
+    proc = run(tool("sam"), "build", "--template-file", str(plan.template), "--build-dir", str(tmp_path / "b"),
+               "--parameter-overrides", *overrides)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    built = (tmp_path / "b" / "template.yaml").read_text()
+    assert "InferenceImageUri" in built and (tmp_path / "b" / "TriggerFunction" / "app.py").is_file()

@@ -163,3 +163,40 @@ def test_6_rollback_returns_to_the_previous_version(pipeline: Pipeline) -> None:
     assert (answer["from_version"], answer["to_version"]) == (live, previous)
     assert model_version(pipeline) == f"digits-v{previous}"
     assert pipeline.alias_version() == pipeline.registry().version("digits", previous).lambda_version
+
+
+def test_7_the_cli_works_against_the_local_cloud(pipeline: Pipeline) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LAMBDAFORGE_HOME": str(pipeline.cloud.state_dir)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lambdaforge.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=300, check=False)
+
+    status = cli("status", "--local", "--json")
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    assert state["live"] == pipeline.registry().state("digits").live
+    assert state["alias"]["version"] == pipeline.alias_version()
+    assert len(state["versions"]) >= 3 and any(r["status"] == "FAILED" for r in state["runs"])
+
+    logs = cli("logs", "trigger", "--local", "--since", "1h")
+    assert logs.returncode == 0, logs.stderr
+    assert "upload handled" in logs.stdout
+
+    training = cli("logs", "training", "--local")
+    assert training.returncode == 0 and "[lambdaforge]" in training.stdout
+
+    before = pipeline.registry().state("digits")
+    back = cli("rollback", "--local", "--yes")
+    assert back.returncode == 0, back.stdout + back.stderr
+    after = pipeline.registry().state("digits")
+    assert after.live == before.previous
+
+    uploaded = cli("upload", str(pipeline.data), "--local", "--name", "from-cli.csv")
+    assert uploaded.returncode == 0 and "data/digits/from-cli.csv" in uploaded.stdout
+    run = pipeline.next_run()
+    succeeded(pipeline, run)

@@ -123,12 +123,32 @@ def train(
     hp: Annotated[list[str] | None, typer.Option(help="hyperparameter key=value (repeatable)")] = None,
     force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print every training log line")] = False,
+    cloud: Annotated[bool, typer.Option("--cloud", help="run as a SageMaker training job instead")] = False,
+    instance_type: Annotated[str, typer.Option(help="--cloud: instance type")] = "ml.g5.xlarge",
+    instance_count: Annotated[int, typer.Option(min=1, help="--cloud: instances")] = 1,
+    spot: Annotated[bool, typer.Option("--spot/--on-demand", help="--cloud: managed spot training")] = True,
+    role: Annotated[str | None, typer.Option(help="--cloud: SageMaker role ARN (default: the stack's)")] = None,
+    bucket: Annotated[str | None, typer.Option(help="--cloud: bucket for outputs (default: the stack's)")] = None,
+    training_image: Annotated[str | None, typer.Option(help="--cloud: image URI (default: looked up)")] = None,
+    stack: Annotated[str | None, typer.Option(help="--cloud: stack whose role and bucket to use")] = None,
+    region: Annotated[str | None, typer.Option(help="--cloud: AWS region")] = None,
+    download: Annotated[Path | None, typer.Option(help="--cloud: download the model directory here")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--cloud: follow the job to the end")] = True,
 ) -> None:
-    """Train a recipe locally through the SageMaker training entry point."""
+    """Train a recipe: locally through the SageMaker entry point, or with --cloud as a SageMaker job."""
     from lambdaforge.training.hparams import parse_cli_pairs
 
-    train_local(recipe, data_path, out or Path("runs") / recipe / "model", parse_cli_pairs(hp or []),
-                force=force, verbose=verbose)
+    hps = parse_cli_pairs(hp or [])
+    if cloud:
+        from lambdaforge.cli.cloud_cmds import cloud_train
+
+        if data_path is None:
+            raise LambdaforgeError("--cloud needs --data (an s3:// URI or a local file to upload)")
+        cloud_train(recipe, str(data_path), instance_type=instance_type, instance_count=instance_count, spot=spot,
+                    role=role, bucket=bucket, stack=stack, region=region, training_image=training_image, hps=hps,
+                    download=download, wait=wait)
+        return
+    train_local(recipe, data_path, out or Path("runs") / recipe / "model", hps, force=force, verbose=verbose)
 
 
 @app.command()

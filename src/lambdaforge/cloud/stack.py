@@ -42,8 +42,10 @@ class StackRef:
 
 
 def local_state_file(state_dir: Path | None = None) -> Path:
-    if state_dir:
-        return Path(state_dir) / "local.json"
+    """Explicit folder, then LAMBDAFORGE_HOME, then the project's .lambdaforge/."""
+    home = state_dir or (Path(os.environ[envvars.HOME]) if os.environ.get(envvars.HOME) else None)
+    if home:
+        return Path(home) / "local.json"
     from lambdaforge.local.project import project_root
 
     return project_root() / ".lambdaforge" / "local.json"

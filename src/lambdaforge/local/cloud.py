@@ -94,7 +94,7 @@ class LocalCloud:
                  parameters: dict[str, str] | None = None, stack_name: str = "lambdaforge-local",
                  region: str = "us-east-1", echo: Callable[[str], None] | None = None) -> None:
         self.root = project_root(root)
-        self.state_dir = Path(state_dir or self.root / ".lambdaforge")
+        self.state_dir = Path(envvars.setting(state_dir, envvars.HOME, self.root / ".lambdaforge"))
         self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
         self.stack_name = stack_name
         self.region = region
@@ -276,9 +276,9 @@ class LocalCloud:
         self._patch(Rule, "send_to_targets", send_to_targets)
 
     def _function_log(self, function: str, version: str, line: str) -> None:
-        assert self.executor is not None and self.logs is not None
-        code = self.executor.code.get(function)
-        group = (code.log_group if code else None) or f"/aws/lambda/{function}"
+        assert self.logs is not None
+        # moto does not keep a function's LoggingConfig, so its API reports the default group: logs go there
+        group = f"/aws/lambda/{function}"
         key = (function, version)
         if key not in self._streams:
             self._streams[key] = f"{time.strftime('%Y/%m/%d')}/[{version}]{uuid.uuid4().hex}"

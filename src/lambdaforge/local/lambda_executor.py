@@ -36,7 +36,6 @@ class FunctionCode:
     code_dir: Path
     handler: str
     extra_paths: tuple[Path, ...] = ()
-    log_group: str | None = None
 
 
 @dataclass

@@ -240,9 +240,7 @@ def lambda_function(ctx: Context, lid: str, props: dict[str, Any]) -> Created:
         handler = props["Handler"]
         extra = [ctx.layer_paths[a] for a in kwargs["Layers"] if a in ctx.layer_paths]
     out = lam.create_function(**kwargs)
-    group = (props.get("LoggingConfig") or {}).get("LogGroup")
-    ctx.register_code(name, FunctionCode(code_dir=local_dir, handler=handler, extra_paths=tuple(extra),
-                                         log_group=group))
+    ctx.register_code(name, FunctionCode(code_dir=local_dir, handler=handler, extra_paths=tuple(extra)))
     return name, {"Arn": out["FunctionArn"]}
 
 
