@@ -81,6 +81,7 @@ demo: venv
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json
 	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json
+	$(VENV)/bin/python benchmarks/bench_pipeline.py --out benchmarks/results/pipeline.json
 
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache runs

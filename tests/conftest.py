@@ -38,14 +38,19 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_model(tmp_path_factory.mktemp("digits"), "digits", {"epochs": 10})
 
 
-@pytest.fixture(scope="session")
-def digits_int8(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quantized(model: Path, root: Path) -> Path:
+    """The auto-quantized model directory, gate passed."""
     from lambdaforge.quantize import quantize_model_dir
 
-    out = tmp_path_factory.mktemp("digits-int8") / "model"
-    report = quantize_model_dir(digits_model, out)
+    out = root / "model"
+    report = quantize_model_dir(model, out)
     assert report.gate_passed, report.gate_reason
     return out
+
+
+@pytest.fixture(scope="session")
+def digits_int8(digits_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return quantized(digits_model, tmp_path_factory.mktemp("digits-int8"))
 
 
 @pytest.fixture(scope="session")
@@ -55,12 +60,7 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def text_int8(text_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lambdaforge.quantize import quantize_model_dir
-
-    out = tmp_path_factory.mktemp("text-int8") / "model"
-    report = quantize_model_dir(text_model, out)
-    assert report.gate_passed, report.gate_reason
-    return out
+    return quantized(text_model, tmp_path_factory.mktemp("text-int8"))
 
 
 @pytest.fixture

@@ -41,17 +41,18 @@ def start_api(model: Path) -> tuple[LocalGateway, Api]:
     return gateway, Api(gateway.url)
 
 
-@pytest.fixture(scope="module")
-def digits_api(digits_int8: Path) -> Iterator[Api]:
-    gateway, api = start_api(digits_int8)
+def serving(model: Path) -> Iterator[Api]:
+    gateway, api = start_api(model)
     yield api
     gateway.stop()
     runtime.reset()
+
+
+@pytest.fixture(scope="module")
+def digits_api(digits_int8: Path) -> Iterator[Api]:
+    yield from serving(digits_int8)
 
 
 @pytest.fixture(scope="module")
 def text_api(text_int8: Path) -> Iterator[Api]:
-    gateway, api = start_api(text_int8)
-    yield api
-    gateway.stop()
-    runtime.reset()
+    yield from serving(text_int8)

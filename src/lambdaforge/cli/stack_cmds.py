@@ -128,12 +128,8 @@ def status(
 
     ref = resolve_stack(stack, region, local=local)
     target = recipe or ref.outputs.get("Recipe", "digits")
-    import boto3
-
-    resource = boto3.resource("dynamodb", region_name=ref.region, endpoint_url=ref.endpoint_url,
-                              **({"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-                                 if ref.local else {}))
-    registry = Registry(ref.output("RegistryTableName"), table=resource.Table(ref.output("RegistryTableName")))
+    table_name = ref.output("RegistryTableName")
+    registry = Registry(table_name, table=ref.resource("dynamodb").Table(table_name))
     state = registry.state(target)
     versions = sorted(registry.versions(target), key=lambda v: v.version)
     runs = registry.runs(target, limit=10)

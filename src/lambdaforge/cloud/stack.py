@@ -32,13 +32,21 @@ class StackRef:
             raise CloudError(f"stack {self.name} has no output {key!r}; is it a lambdaforge stack?")
         return value
 
+    def _kwargs(self) -> dict[str, Any]:
+        if self.endpoint_url:  # the local cloud: its endpoint and moto's fixed credentials
+            return {"region_name": self.region, "endpoint_url": self.endpoint_url,
+                    "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        return {"region_name": self.region}
+
     def client(self, service: str) -> Any:
         import boto3
 
-        if self.endpoint_url:
-            return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint_url,
-                                aws_access_key_id="testing", aws_secret_access_key="testing")  # noqa: S106
-        return boto3.client(service, region_name=self.region)
+        return boto3.client(service, **self._kwargs())
+
+    def resource(self, service: str) -> Any:
+        import boto3
+
+        return boto3.resource(service, **self._kwargs())
 
 
 def local_state_file(state_dir: Path | None = None) -> Path:
