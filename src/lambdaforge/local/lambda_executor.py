@@ -156,8 +156,7 @@ class LambdaExecutor:
         if not qualifier or qualifier == "$LATEST" or qualifier.isdigit():
             return name, qualifier or "$LATEST"
         alias = self.backend()._lambdas.get_alias(qualifier, name)
-        weights = ((alias.routing_config or {}).get("AdditionalVersionWeights") or {}) if alias.routing_config \
-            else {}
+        weights = (alias.routing_config or {}).get("AdditionalVersionWeights") or {}
         roll = random.random()  # noqa: S311 - traffic splitting, not security
         for version, weight in weights.items():
             if roll < float(weight):

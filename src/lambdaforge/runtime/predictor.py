@@ -73,6 +73,7 @@ class Predictor:
             tok.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - pad to the batch's longest row
             self.tokenizer = tok
         self.labels = list(manifest.labels)
+        self._description: dict[str, Any] | None = None
         if warm_up:
             self._warm_up()
 
@@ -181,6 +182,12 @@ class Predictor:
         return {"instances": [values]}
 
     def describe(self) -> dict[str, Any]:
+        """What GET /model shows; the same for the life of the predictor, so it is built once."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "recipe": m.recipe,
