@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -132,7 +131,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, out_headers, payload)
 
     def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes, close: bool = False) -> None:
-        self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "")
+        self.send_response(status)  # the standard reason phrase for the code
         for key, value in headers:
             if key.lower() not in ("content-length", "connection", "transfer-encoding"):
                 self.send_header(key, value)
