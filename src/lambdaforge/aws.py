@@ -31,6 +31,19 @@ def resource(service: str, region: str | None = None) -> Any:
     return boto3.resource(service, region_name=envvars.region(region), config=_config())
 
 
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    """HeadObject, with "not found" as False and every other error raised."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
     from lambdaforge.errors import LambdaforgeError
 

@@ -12,7 +12,6 @@ import base64
 import hmac
 import json
 import time
-from urllib.parse import urlsplit
 
 from lambdaforge.local.gateway import Authorizer
 
@@ -85,7 +84,3 @@ def jwt_authorizer(issuer: str | None, audience: list[str]) -> Authorizer:
         return None
 
     return check
-
-
-def host_of(url: str) -> str:
-    return urlsplit(url).netloc

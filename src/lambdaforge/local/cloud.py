@@ -314,19 +314,3 @@ class LocalCloud:
         assert self.logs is not None
         for source, lines in self.logs.recent.items():
             yield source, list(lines)
-
-    # --- waiting on the workflow
-    def wait_for_execution(self, name: str, timeout: float = 600.0) -> dict[str, Any]:
-        sfn = self.client("stepfunctions")
-        arn = self.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:") + f":{name}"
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                described: dict[str, Any] = sfn.describe_execution(executionArn=arn)
-            except sfn.exceptions.ExecutionDoesNotExist:
-                time.sleep(0.5)
-                continue
-            if described["status"] != "RUNNING":
-                return described
-            time.sleep(0.5)
-        raise LocalCloudError(f"execution {name} did not finish within {timeout:.0f} s")

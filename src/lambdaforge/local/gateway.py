@@ -172,9 +172,6 @@ class LocalGateway:
         name = host.decode() if isinstance(host, bytes) else str(host)
         return f"http://{name}:{port}"
 
-    def set_invoker(self, invoker: Invoker) -> None:
-        self._server.invoker = invoker
-
     def start(self) -> LocalGateway:
         self._thread = threading.Thread(target=self._server.serve_forever, name="lambdaforge-gateway", daemon=True)
         self._thread.start()

@@ -132,7 +132,6 @@ class LambdaExecutor:
         self._count: dict[tuple[str, str, str], int] = {}
         self._lock = threading.Condition()
         self._closed = False
-        self.invocations: list[tuple[str, str, bool]] = []  # (function, version, error), for tests and status
 
     def register(self, function_name: str, code: FunctionCode) -> None:
         self.code[function_name] = code
@@ -234,7 +233,6 @@ class LambdaExecutor:
             result, error, logs = worker.invoke(event, context, float(fn.timeout))
         finally:
             self._release(worker)
-        self.invocations.append((name, version, error))
         return Invocation(payload=json.dumps(result, default=str).encode(), error=error, version=version,
                           duration_ms=(time.perf_counter() - started) * 1000, logs=logs)
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdaforge.artifact import pack_dir, safe_extract
+from lambdaforge.aws import split_s3_uri
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 LineSink = Callable[[str, str], None]  # (job name, line)
@@ -66,7 +67,7 @@ class SageMakerExecutor:
 
     # --- the job
     def _download(self, uri: str, dest: Path) -> None:
-        bucket, _, prefix = uri[5:].partition("/")
+        bucket, prefix = split_s3_uri(uri)
         dest.mkdir(parents=True, exist_ok=True)
         paginator = self.s3.get_paginator("list_objects_v2")
         found = False
@@ -83,7 +84,7 @@ class SageMakerExecutor:
             raise FileNotFoundError(f"no objects under {uri}")
 
     def _upload_dir(self, folder: Path, uri: str) -> None:
-        bucket, _, prefix = uri[5:].partition("/")
+        bucket, prefix = split_s3_uri(uri)
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             self.s3.upload_file(str(path), bucket, prefix.rstrip("/") + "/" + path.relative_to(folder).as_posix())
 
@@ -132,7 +133,7 @@ class SageMakerExecutor:
                     pass
             code_dir = root / "code"
             bundle = root / "sourcedir.tar.gz"
-            self.s3.download_file(*source_uri[5:].split("/", 1), str(bundle))
+            self.s3.download_file(*split_s3_uri(source_uri), str(bundle))
             safe_extract(bundle, code_dir)
             job.secondary_status = "Training"
             max_runtime = (job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400)
@@ -158,7 +159,7 @@ class SageMakerExecutor:
             job.secondary_status = "Uploading"
             artifact = job.model_artifacts["S3ModelArtifacts"]
             tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
-            self.s3.upload_file(str(tarball), *artifact[5:].split("/", 1))
+            self.s3.upload_file(str(tarball), *split_s3_uri(artifact))
             self._finish(job, "Completed", None)
         except Exception as exc:
             on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")

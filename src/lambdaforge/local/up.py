@@ -58,7 +58,7 @@ def _render(cloud: LocalCloud, execution: str, status: str, states: list[str], s
     table.add_column()
     table.add_row("workflow", f"{status} - {states[-1] if states else 'starting'}")
     table.add_row("elapsed", f"{time.time() - started:.0f} s")
-    jobs = [j for j, _ in cloud.trainer.live_metrics.items()] if cloud.trainer else []
+    jobs = list(cloud.trainer.live_metrics) if cloud.trainer else []
     if jobs and cloud.trainer:
         job = jobs[-1]
         metrics = cloud.trainer.live_metrics[job]

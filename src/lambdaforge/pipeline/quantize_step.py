@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lambdaforge.artifact import open_model_dir, safe_extract
-from lambdaforge.aws import split_s3_uri
+from lambdaforge.aws import object_exists, split_s3_uri
 from lambdaforge.pipeline.errors import ArtifactTooLargeError, PipelineError
 from lambdaforge.pipeline.payloads import QuantizeRequest, QuantizeResult
 from lambdaforge.pipeline.settings import PipelineSettings
@@ -75,17 +75,10 @@ class QuantizeStep:
 
     def _upload_dir(self, folder: Path, prefix: str) -> str:
         """Write every file under a new prefix; refuse to replace anything that is already there."""
-        from botocore.exceptions import ClientError
-
         bucket = self.settings.artifacts_bucket
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             key = prefix + path.relative_to(folder).as_posix()
-            try:
-                self.s3.head_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-                    raise
-            else:
+            if object_exists(self.s3, bucket, key):
                 raise PipelineError(f"s3://{bucket}/{key} already exists; versions are never overwritten")
             with path.open("rb") as body:
                 self.s3.put_object(Bucket=bucket, Key=key, Body=body)

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import tarfile
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,11 @@ def metric_definitions() -> list[dict[str, str]]:
     return [dict(d) for d in METRIC_DEFINITIONS]
 
 
+@cache
 def source_bundle() -> tuple[bytes, str]:
-    """sourcedir.tar.gz: the lambdaforge package, train.py and requirements.txt; deterministic bytes."""
+    """sourcedir.tar.gz: the lambdaforge package, train.py and requirements.txt; deterministic bytes.
+
+    Built once per process: a warm trigger starts many runs from the same installed code."""
     import gzip
 
     package = Path(lambdaforge.__file__).resolve().parent
@@ -72,14 +76,10 @@ def source_bundle() -> tuple[bytes, str]:
 
 def upload_source_bundle(s3: Any, bucket: str) -> str:
     """Upload the bundle unless this exact content is already there; returns its s3:// URI."""
-    from botocore.exceptions import ClientError
+    from lambdaforge.aws import object_exists
 
     data, digest = source_bundle()
     key = f"source/{digest[:24]}/sourcedir.tar.gz"
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
-            raise
+    if not object_exists(s3, bucket, key):
         s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/gzip")
     return f"s3://{bucket}/{key}"

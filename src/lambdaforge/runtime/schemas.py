@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Number = float
 TensorItem = Annotated[list[Any], Field(description="numbers in the model's input shape, or a flat list")]
 
 
@@ -35,13 +34,6 @@ class PredictResponse(BaseModel):
     model: dict[str, str]
     predictions: list[PredictionOut]
     latency_ms: float
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    message: str
-    field: str | None = None
-    details: list[dict[str, Any]] | None = None
 
 
 class HealthResponse(BaseModel):
