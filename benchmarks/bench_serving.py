@@ -4,9 +4,10 @@ and a bounded load run on loopback. Everything is measured in one run.
 - cold start: median of N fresh processes, process start to first prediction; our handler with the
   INT8 model against a torch eager handler in the style of AWS's SAM PyTorch template (same weights);
   peak RSS of each.
-- payload: installed dependencies + model, ours (the inference image's requirements for Lambda's
-  Python 3.12, slimmed as the Dockerfile does) against the torch handler's (its dependency closure,
-  as installed) for both recipes.
+- payload: installed dependencies + model on disk, ours (the inference image's requirements for
+  Lambda's Python 3.12, slimmed and stripped as the Dockerfile does, bytecode compiled by Python 3.12)
+  against the torch handler's (its dependency closure as installed, bytecode included) for both
+  recipes; each side's bytecode is also reported on its own.
 - warm latency: the digits model, in process and through the local gateway (`lambdaforge serve`).
 - load: at least 2,000 requests at concurrency 8 against 127.0.0.1 only; bounded in count and time.
 
@@ -102,11 +103,21 @@ def _closure(names: list[str]) -> set[str]:
     return seen
 
 
-def installed_mb(names: list[str]) -> float:
-    total = 0
+def installed_mb(names: list[str]) -> tuple[float, float]:
+    """(on-disk size, of which bytecode) of the distributions' installed files, in MiB.
+
+    Sizes come from the disk, not from RECORD: RECORD lists the .pyc files pip compiled without a
+    size, and our side counts its bytecode too.
+    """
+    total = pyc = 0
     for name in _closure(names):
-        total += sum((f.size or 0) for f in (metadata.distribution(name).files or []))
-    return total / 2**20
+        for f in metadata.distribution(name).files or []:
+            path = Path(str(f.locate()))
+            if path.is_file():
+                size = path.stat().st_size
+                total += size
+                pyc += size if path.suffix == ".pyc" else 0
+    return total / 2**20, pyc / 2**20
 
 
 def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]]:
@@ -116,11 +127,15 @@ def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]
     torch_deps = {"digits": ["torch", "numpy", "safetensors"],
                   "text": ["torch", "numpy", "safetensors", "transformers", "tokenizers"]}
     cache = Path.home() / ".cache" / "lambdaforge"
+    python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else None  # the image's Python compiles our bytecode
     for recipe, (fp32, int8) in models.items():
-        ours = payload(ROOT, "inference", int8, cache)
-        torch_mb = installed_mb(torch_deps[recipe]) + (fp32 / "model.safetensors").stat().st_size / 2**20
-        out[recipe] = {"ours": round(ours.total_bytes / 2**20, 2), "torch": round(torch_mb, 2),
-                       "ours_deps": round(ours.deps_bytes / 2**20, 2), "ours_model": round(ours.model_bytes / 2**20, 2)}
+        ours = payload(ROOT, "inference", int8, cache, python=python)
+        torch_deps_mb, torch_pyc_mb = installed_mb(torch_deps[recipe])
+        torch_model_mb = (fp32 / "model.safetensors").stat().st_size / 2**20
+        out[recipe] = {"ours": round(ours.total_bytes / 2**20, 2), "torch": round(torch_deps_mb + torch_model_mb, 2),
+                       "ours_deps": round(ours.deps_bytes / 2**20, 2), "ours_model": round(ours.model_bytes / 2**20, 2),
+                       "ours_bytecode": round(ours.bytecode_bytes / 2**20, 2), "torch_bytecode": round(torch_pyc_mb, 2),
+                       "torch_deps": round(torch_deps_mb, 2), "torch_model": round(torch_model_mb, 2)}
     return out
 
 
@@ -211,7 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
     parser.add_argument("--workdir", type=Path, default=None, help="reuse trained models from here")
-    parser.add_argument("--cold-runs", type=int, default=5)
+    parser.add_argument("--cold-runs", type=int, default=9, help="fresh processes per handler (>= 5)")
     parser.add_argument("--warm-runs", type=int, default=500)
     parser.add_argument("--load-requests", type=int, default=2000)
     args = parser.parse_args()

@@ -33,33 +33,38 @@ class SlimSpec:
     excluded: dict[str, str] = field(default_factory=dict)
     prune: tuple[tuple[str, str], ...] = ()
     keep_only: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (folder, sub-folders kept); other sub-folders go
+    strip: tuple[tuple[str, str], ...] = ()  # shared libraries whose debug and local symbols go
 
     @classmethod
     def read(cls, path: Path) -> SlimSpec:
         excluded: dict[str, str] = {}
         prune: list[tuple[str, str]] = []
         keep_only: list[tuple[str, tuple[str, ...]]] = []
+        strip: list[tuple[str, str]] = []
         for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
             parts = line.split(None, 2)
-            if len(parts) < 3 or parts[0] not in ("exclude", "prune", "keep-only"):
-                raise BundleError(f"{path}:{n}: expected 'exclude NAME reason', 'prune GLOB reason' or "
-                                  "'keep-only FOLDER name,name,... reason'")
+            if len(parts) < 3 or parts[0] not in ("exclude", "prune", "keep-only", "strip"):
+                raise BundleError(f"{path}:{n}: expected 'exclude NAME reason', 'prune GLOB reason', "
+                                  "'strip GLOB reason' or 'keep-only FOLDER name,name,... reason'")
             if parts[0] == "keep-only":
                 keep_only.append((parts[1], tuple(parts[2].split(None, 1)[0].split(","))))
             elif parts[0] == "exclude":
                 excluded[_normalise(parts[1])] = parts[2]
             else:
                 if parts[1].startswith("/") or ".." in parts[1].split("/"):
-                    raise BundleError(f"{path}:{n}: prune pattern must stay inside the install target")
-                prune.append((parts[1], parts[2]))
-        return cls(excluded=excluded, prune=tuple(prune), keep_only=tuple(keep_only))
+                    raise BundleError(f"{path}:{n}: {parts[0]} pattern must stay inside the install target")
+                (prune if parts[0] == "prune" else strip).append((parts[1], parts[2]))
+        return cls(excluded=excluded, prune=tuple(prune), keep_only=tuple(keep_only), strip=tuple(strip))
 
 
 def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+_LOCK_HEADER = "# Filtered by `python -m lambdaforge.bundle lock`: excluded per slim.txt: "
 
 
 def filter_lock(requirements: Path, spec: SlimSpec) -> list[str]:
@@ -68,6 +73,9 @@ def filter_lock(requirements: Path, spec: SlimSpec) -> list[str]:
     dropped: list[str] = []
     skipping = False
     for line in requirements.read_text().splitlines():
+        if line.startswith(_LOCK_HEADER):  # filtered before: keep one header naming everything dropped
+            dropped.extend(name.strip() for name in line[len(_LOCK_HEADER):].split(",") if name.strip())
+            continue
         match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
         if match:
             skipping = _normalise(match.group(1)) in spec.excluded
@@ -79,13 +87,13 @@ def filter_lock(requirements: Path, spec: SlimSpec) -> list[str]:
         else:
             skipping = False
         out.append(line)
-    header = "# Filtered by `python -m lambdaforge.bundle lock`: excluded per slim.txt: " + ", ".join(sorted(dropped))
-    requirements.write_text("\n".join([header, *out]) + "\n")
+    dropped = sorted(set(dropped))
+    requirements.write_text("\n".join([_LOCK_HEADER + ", ".join(dropped), *out]) + "\n")
     return dropped
 
 
 def slim(target: Path, spec: SlimSpec) -> int:
-    """Delete the prune patterns from an install target; returns the bytes removed."""
+    """Delete the prune patterns from an install target and strip its shared libraries; returns the bytes saved."""
     removed = 0
     doomed: list[Path] = []
     for pattern, _reason in spec.prune:
@@ -101,7 +109,35 @@ def slim(target: Path, spec: SlimSpec) -> int:
         elif path.is_dir():
             removed += dir_size(path)
             shutil.rmtree(path)
-    return removed
+    return removed + strip_libraries(target, spec)
+
+
+def strip_libraries(target: Path, spec: SlimSpec) -> int:
+    """`strip --strip-unneeded` the matching ELF files: the dynamic symbols that loading needs stay.
+
+    Wheels often ship unstripped native code (tokenizers' Rust library carries 3 MB of symbols).
+    """
+    files = sorted({p for pattern, _reason in spec.strip for p in Path(target).glob(pattern)
+                    if p.is_file() and not p.is_symlink() and _is_elf(p)})
+    if not files:
+        return 0
+    tool = shutil.which("strip")
+    if tool is None:
+        raise BundleError(f"{target}: the slim list strips shared libraries, but `strip` is not on PATH "
+                          "(install binutils)")
+    saved = 0
+    for path in files:
+        before = path.stat().st_size
+        proc = subprocess.run([tool, "--strip-unneeded", str(path)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise BundleError(f"{path}: strip failed: {proc.stderr.strip()}")
+        saved += before - path.stat().st_size
+    return saved
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
 
 
 def dir_size(path: Path) -> int:
@@ -111,12 +147,14 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path) -> Path:
+def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path, python: str | None = None) -> Path:
     """What the image's `pip install` puts in LAMBDA_TASK_ROOT, for Lambda's Python and platform, slimmed.
 
-    Cached by the hash of the requirements and slim list, so a second run is instant.
+    `python` compiles the bytecode (the image's pip does it with Python 3.12; this one by default).
+    Cached by the hash of the requirements, slim list and compiler, so a second run is instant.
     """
-    digest = hashlib.sha256(requirements.read_bytes() + repr(spec).encode()).hexdigest()[:16]
+    python = python or sys.executable
+    digest = hashlib.sha256(requirements.read_bytes() + repr(spec).encode() + python.encode()).hexdigest()[:16]
     target = cache_root / f"deps-{digest}"
     if (target / ".complete").is_file():
         return target
@@ -133,7 +171,7 @@ def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path) -> Path:
         raise BundleError(f"pip could not install {requirements} for Python {LAMBDA_PYTHON}: {' '.join(errors)}")
     slim(target, spec)
     # the image's pip compiles bytecode (Lambda cannot write it at run time); count it too
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(target)], capture_output=True, check=False)
+    subprocess.run([python, "-m", "compileall", "-q", str(target)], capture_output=True, check=False)
     (target / ".complete").write_text("ok")
     return target
 
@@ -144,6 +182,7 @@ class Payload:
     code_bytes: int
     model_bytes: int
     budget_bytes: int
+    bytecode_bytes: int = 0  # the .pyc files inside deps_bytes
 
     @property
     def total_bytes(self) -> int:
@@ -176,13 +215,20 @@ def assemble_context(root: Path, function: str, model_dir: Path | None, out: Pat
 
 
 def payload(root: Path, function: str, model_dir: Path | None, cache_root: Path,
-            budget_mb: float = DEFAULT_BUDGET_MB) -> Payload:
+            budget_mb: float = DEFAULT_BUDGET_MB, python: str | None = None) -> Payload:
     packaging_dir = root / "packaging" / function
     spec = SlimSpec.read(packaging_dir / "slim.txt")
-    deps = install_deps(packaging_dir / "requirements.txt", spec, cache_root)
-    code = dir_size(root / "src" / "lambdaforge") + dir_size(root / "functions" / function)
+    deps = install_deps(packaging_dir / "requirements.txt", spec, cache_root, python)
+    code = _source_size(root / "src" / "lambdaforge") + _source_size(root / "functions" / function)
     return Payload(deps_bytes=dir_size(deps), code_bytes=code,
-                   model_bytes=dir_size(model_dir) if model_dir else 0, budget_bytes=int(budget_mb * 1024 * 1024))
+                   model_bytes=dir_size(model_dir) if model_dir else 0, budget_bytes=int(budget_mb * 1024 * 1024),
+                   bytecode_bytes=sum(p.stat().st_size for p in deps.rglob("*.pyc")))
+
+
+def _source_size(path: Path) -> int:
+    """What COPY puts in the image: .dockerignore keeps the checkout's __pycache__ out."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*")
+               if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts)
 
 
 def main(argv: list[str] | None = None) -> int:
