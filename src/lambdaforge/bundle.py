@@ -140,11 +140,13 @@ def _is_elf(path: Path) -> bool:
         return f.read(4) == b"\x7fELF"
 
 
-def dir_size(path: Path) -> int:
+def dir_size(path: Path, *, without_caches: bool = False) -> int:
+    """Bytes of the regular files under path; `without_caches` leaves __pycache__ out, as .dockerignore does."""
     path = Path(path)
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return sum(p.stat().st_size for p in path.rglob("*")
+               if p.is_file() and not p.is_symlink() and not (without_caches and "__pycache__" in p.parts))
 
 
 def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path, python: str | None = None) -> Path:
@@ -219,16 +221,11 @@ def payload(root: Path, function: str, model_dir: Path | None, cache_root: Path,
     packaging_dir = root / "packaging" / function
     spec = SlimSpec.read(packaging_dir / "slim.txt")
     deps = install_deps(packaging_dir / "requirements.txt", spec, cache_root, python)
-    code = _source_size(root / "src" / "lambdaforge") + _source_size(root / "functions" / function)
+    code = (dir_size(root / "src" / "lambdaforge", without_caches=True)
+            + dir_size(root / "functions" / function, without_caches=True))
     return Payload(deps_bytes=dir_size(deps), code_bytes=code,
                    model_bytes=dir_size(model_dir) if model_dir else 0, budget_bytes=int(budget_mb * 1024 * 1024),
                    bytecode_bytes=sum(p.stat().st_size for p in deps.rglob("*.pyc")))
-
-
-def _source_size(path: Path) -> int:
-    """What COPY puts in the image: .dockerignore keeps the checkout's __pycache__ out."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*")
-               if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts)
 
 
 def main(argv: list[str] | None = None) -> int:
