@@ -35,6 +35,8 @@ from typing import Any
 import numpy as np
 from common import ROOT, machine, train_and_quantize, write_json
 
+from lambdaforge.bundle import image_env
+
 PREDICT_TEXT = {"instances": ["I was charged twice for my subscription this month"]}
 QUIET = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
          "POWERTOOLS_SERVICE_NAME": "inference", "POWERTOOLS_METRICS_NAMESPACE": "lambdaforge",
@@ -242,17 +244,18 @@ def main() -> None:
         # Python 3.12 like the Lambda image); torch runs in the dev venv that has it.
         python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
         src = str(ROOT / "src")
+        ours_env = {**image_env(ROOT, "inference"), "MODEL_URI": str(text_int8)}  # the image's ENV, our model
         print(f"cold starts (ours, {python}) ...")
-        ours = cold_start(ROOT / "functions" / "inference", event, {"MODEL_URI": str(text_int8)}, args.cold_runs,
-                          python, src)
+        ours = cold_start(ROOT / "functions" / "inference", event, ours_env, args.cold_runs, python, src)
         print("cold starts (ours, X-Ray SDK loaded as with tracing active) ...")
         xray = cold_start(ROOT / "functions" / "inference", event,
-                          {"MODEL_URI": str(text_int8), "POWERTOOLS_TRACE_DISABLED": "false",
+                          {**ours_env, "POWERTOOLS_TRACE_DISABLED": "false",
                            "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "inference"),
                            "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, args.cold_runs, python, src)
         print("cold starts (torch) ...")
-        torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, {"TORCH_MODEL_DIR": str(text_fp32)},
-                              args.cold_runs)
+        # the torch handler gets our image's OpenBLAS setting too, so that only the handlers differ
+        torch_env = {"TORCH_MODEL_DIR": str(text_fp32), "OPENBLAS_NUM_THREADS": ours_env["OPENBLAS_NUM_THREADS"]}
+        torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, torch_env, args.cold_runs)
         results["cold_start_s"] = {"ours": round(ours["median_s"], 3), "torch": round(torch_cs["median_s"], 3),
                                    "ours_with_xray": round(xray["median_s"], 3)}
         results["cold_start_python"] = {"ours": python, "torch": sys.executable}

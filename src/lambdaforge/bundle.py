@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -176,6 +177,30 @@ def install_deps(requirements: Path, spec: SlimSpec, cache_root: Path, python: s
     subprocess.run([python, "-m", "compileall", "-q", str(target)], capture_output=True, check=False)
     (target / ".complete").write_text("ok")
     return target
+
+
+def image_env(root: Path, function: str) -> dict[str, str]:
+    """The ENV of the function's final image stage, so local runs of the handler see what Lambda sees."""
+    dockerfile = root / "packaging" / function / "Dockerfile"
+    try:
+        text = dockerfile.read_text()
+    except OSError as exc:
+        raise BundleError(f"{dockerfile}: cannot read the Dockerfile: {exc.strerror}") from exc
+    env: dict[str, str] = {}
+    for instruction in re.sub(r"\\\n", " ", text).splitlines():
+        words = shlex.split(instruction, comments=True)
+        if not words:
+            continue
+        if words[0].upper() == "FROM":
+            env = {}  # a new stage starts with none of the previous stage's ENV
+        elif words[0].upper() == "ENV" and len(words) > 1:
+            if "=" not in words[1]:  # the legacy form, ENV KEY value
+                env[words[1]] = " ".join(words[2:])
+                continue
+            for word in words[1:]:
+                key, _, value = word.partition("=")
+                env[key] = value
+    return env
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from lambdaforge.bundle import image_env
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PYTHON = ROOT / ".venv-image" / "bin" / "python"
 EVENTS = ROOT / "tests" / "events"
@@ -38,8 +40,9 @@ EXPECTED_DIGITS = {"apigw_health.json": 200, "apigw_model.json": 200, "apigw_ope
 def run_in_image(model: Path, events: list[str]) -> dict[str, object]:
     if not IMAGE_PYTHON.exists():
         pytest.fail(f"{IMAGE_PYTHON} is missing: `make image-venv` builds it (make test does)")
-    env = {"MODEL_DIR": str(model), "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "lf",
-           "POWERTOOLS_SERVICE_NAME": "inference", "POWERTOOLS_LOG_LEVEL": "ERROR", "PATH": "/usr/bin:/bin"}
+    env = {**image_env(ROOT, "inference"),  # what the Dockerfile's ENV sets in the image
+           "MODEL_DIR": str(model), "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_NAMESPACE": "lf",
+           "POWERTOOLS_LOG_LEVEL": "ERROR", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([str(IMAGE_PYTHON), "-c", RUNNER, str(ROOT / "functions" / "inference"), str(ROOT / "src"),
                            *[str(EVENTS / e) for e in events]], capture_output=True, text=True, env=env, timeout=300,
                           check=False)

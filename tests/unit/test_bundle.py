@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lambdaforge import bundle
-from lambdaforge.bundle import BundleError, SlimSpec, filter_lock, slim
+from lambdaforge.bundle import BundleError, SlimSpec, filter_lock, image_env, slim
 
 
 def spec_file(tmp_path: Path, text: str) -> Path:
@@ -86,3 +86,23 @@ def test_filtering_a_lock_twice_keeps_one_header_naming_everything_dropped(tmp_p
     assert [line for line in lines if line.startswith("# Filtered")] == [lines[0]]
     assert lines[0].endswith("alpha, gamma")
     assert [line for line in lines if "==" in line] == ["beta==2.0 \\"]
+
+
+def test_image_env_reads_the_final_stage_of_the_dockerfile(tmp_path: Path) -> None:
+    folder = tmp_path / "packaging" / "fn"
+    folder.mkdir(parents=True)
+    (folder / "Dockerfile").write_text("FROM base AS build\nENV BUILD_ONLY=1\n"
+                                       "FROM base\n# ENV COMMENTED=1\n"
+                                       "ENV A=1 \\\n    B=\"two words\"\nENV LEGACY some value\n")
+    assert image_env(tmp_path, "fn") == {"A": "1", "B": "two words", "LEGACY": "some value"}
+
+
+def test_the_inference_image_keeps_openblas_to_one_thread() -> None:
+    env = image_env(Path(__file__).resolve().parents[2], "inference")
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert env["MODEL_DIR"] == "/opt/ml/model"
+
+
+def test_image_env_names_a_missing_dockerfile(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="Dockerfile: cannot read"):
+        image_env(tmp_path, "nope")
