@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import click
 import typer
@@ -19,6 +20,12 @@ app = typer.Typer(
 )
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+# Options shared by the commands that operate a stack, local or deployed.
+LocalOpt = Annotated[bool, typer.Option("--local", help="the running local cloud (`lambdaforge up`)")]
+StackOpt = Annotated[str | None, typer.Option("--stack", help="CloudFormation stack name (default lambdaforge)")]
+RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region")]
+RecipeOpt = Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")]
 
 
 class CommandFailed(LambdaforgeError):

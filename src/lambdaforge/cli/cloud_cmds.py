@@ -15,12 +15,8 @@ import typer
 from rich.table import Table
 
 from lambdaforge import envvars
-from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.cli.app import CommandFailed, LocalOpt, RegionOpt, StackOpt, app, console
 from lambdaforge.errors import LambdaforgeError
-
-StackOpt = Annotated[str | None, typer.Option("--stack", help="CloudFormation stack name (default lambdaforge)")]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region")]
-LocalOpt = Annotated[bool, typer.Option("--local", help="the running local cloud (`lambdaforge up`)")]
 
 
 @app.command()

@@ -11,12 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.cli.app import CommandFailed, LocalOpt, RecipeOpt, RegionOpt, StackOpt, app, console
 from lambdaforge.errors import LambdaforgeError
-
-LocalOpt = Annotated[bool, typer.Option("--local", help="the running local cloud (`lambdaforge up`)")]
-StackOpt = Annotated[str | None, typer.Option("--stack", help="CloudFormation stack name (default lambdaforge)")]
-RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region")]
 
 
 @app.command()
@@ -91,7 +87,7 @@ def up(
 @app.command()
 def upload(
     path: Annotated[Path, typer.Argument(help="a data file, or a folder (uploaded with a _READY marker)")],
-    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    recipe: RecipeOpt = None,
     name: Annotated[str | None, typer.Option(help="object (or folder) name under data/<recipe>/")] = None,
     local: LocalOpt = True,
     stack: StackOpt = None,
@@ -116,7 +112,7 @@ def _fmt(value: Any) -> str:
 
 @app.command()
 def status(
-    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    recipe: RecipeOpt = None,
     local: LocalOpt = False,
     stack: StackOpt = None,
     region: RegionOpt = None,
@@ -177,7 +173,7 @@ def status(
 
 @app.command()
 def rollback(
-    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")] = None,
+    recipe: RecipeOpt = None,
     local: LocalOpt = False,
     stack: StackOpt = None,
     region: RegionOpt = None,
