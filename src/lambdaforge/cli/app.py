@@ -9,6 +9,7 @@ import click
 import typer
 from rich.console import Console
 
+from lambdaforge.cli.errors import CommandFailedError
 from lambdaforge.errors import LambdaforgeError
 
 app = typer.Typer(
@@ -28,12 +29,6 @@ RegionOpt = Annotated[str | None, typer.Option("--region", help="AWS region")]
 RecipeOpt = Annotated[str | None, typer.Option(help="recipe (default: the one the stack serves)")]
 
 
-class CommandFailed(LambdaforgeError):
-    """A command ran but its outcome is a failure (a failed gate, a failed job); exit code 1."""
-
-    exit_code = 1
-
-
 def main() -> None:
     """Entry point of the `lambdaforge` console script."""
     try:
@@ -44,7 +39,7 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except CommandFailed as exc:
+    except CommandFailedError as exc:
         err_console.print(f"[red]failed:[/red] {exc}")
         sys.exit(exc.exit_code)
     except LambdaforgeError as exc:

@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 
 from lambdaforge import envvars
-from lambdaforge.cli.app import CommandFailed, LocalOpt, RegionOpt, StackOpt, app, console
+from lambdaforge.cli.app import LocalOpt, RegionOpt, StackOpt, app, console
+from lambdaforge.cli.errors import CommandFailedError
 from lambdaforge.errors import LambdaforgeError
 
 
@@ -83,7 +84,7 @@ def deploy(
     env = {**os.environ, **plan.env}
     for cmd in (plan.build, plan.deploy):
         if subprocess.call(cmd, cwd=root, env=env) != 0:
-            raise CommandFailed(f"`{' '.join(cmd[:2])}` failed; its output above says why")
+            raise CommandFailedError(f"`{' '.join(cmd[:2])}` failed; its output above says why")
     outputs = stack_outputs(boto3.client("cloudformation", region_name=resolved_region), name)
     result = Table(title=f"stack {name} ({resolved_region})", show_header=False, title_justify="left")
     result.add_column(style="bold")
@@ -135,7 +136,7 @@ def invoke(
         console.print(answer.body.decode(errors="replace"), markup=False)
     console.print(f"HTTP {answer.status} in {answer.latency_ms:.1f} ms ({mode} auth)")
     if answer.status >= 400:
-        raise CommandFailed(f"the API answered {answer.status}")
+        raise CommandFailedError(f"the API answered {answer.status}")
 
 
 def _read(path: Path) -> bytes:
@@ -227,7 +228,7 @@ def cloud_train(recipe: str, data: str, *, instance_type: str, instance_count: i
 
         described = follow(sm, name, update)
     if described["TrainingJobStatus"] != "Completed":
-        raise CommandFailed(f"{name} {described['TrainingJobStatus']}: {described.get('FailureReason', 'no reason')}")
+        raise CommandFailedError(f"{name} {described['TrainingJobStatus']}: {described.get('FailureReason', 'no reason')}")
     console.print(f"[green]{name} completed[/green] (billable {described.get('BillableTimeInSeconds', '?')} s)")
     if download:
         download_model(session.client("s3"), described, download)

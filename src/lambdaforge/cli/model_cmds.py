@@ -15,7 +15,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.cli.app import app, console
+from lambdaforge.cli.errors import CommandFailedError
 from lambdaforge.errors import LambdaforgeError
 
 _STEP = re.compile(r"\bstep=(\d+)")
@@ -96,7 +97,7 @@ def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, s
         if code != 0:
             if not verbose:
                 console.print("\n".join(tail[-15:]), markup=False)
-            raise CommandFailed(f"training failed (exit {code}): {reason or 'no reason written'}")
+            raise CommandFailedError(f"training failed (exit {code}): {reason or 'no reason written'}")
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tree.model_dir, out, dirs_exist_ok=True)
     md = open_model_dir(out)
@@ -204,7 +205,7 @@ def quantize(
     console.print(table)
     console.print(f"report: {out / 'quantization_report.md'}")
     if not report.gate_passed:
-        raise CommandFailed(f"accuracy gate failed: {report.gate_reason}")
+        raise CommandFailedError(f"accuracy gate failed: {report.gate_reason}")
     console.print(f"[green]chosen {report.chosen}[/green]: {report.gate_reason}")
 
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lambdaforge.cli.app import CommandFailed, app, console
+from lambdaforge.cli.app import app, console
+from lambdaforge.cli.errors import CommandFailedError
 from lambdaforge.errors import LambdaforgeError
 
 SERVE_ENV = {
@@ -105,4 +106,4 @@ def package(
     console.print(table)
     console.print(f"build context: {out}  (docker build -t lambdaforge-{function} {out})")
     if not report.within_budget:
-        raise CommandFailed(f"payload {report.total_bytes / 2**20:.1f} MiB exceeds the budget of {budget_mb:g} MiB")
+        raise CommandFailedError(f"payload {report.total_bytes / 2**20:.1f} MiB exceeds the budget of {budget_mb:g} MiB")

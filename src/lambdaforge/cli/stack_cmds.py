@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from lambdaforge.cli.app import CommandFailed, LocalOpt, RecipeOpt, RegionOpt, StackOpt, app, console
+from lambdaforge.cli.app import LocalOpt, RecipeOpt, RegionOpt, StackOpt, app, console
+from lambdaforge.cli.errors import CommandFailedError
 from lambdaforge.errors import LambdaforgeError
 
 
@@ -53,11 +54,11 @@ def up(
         console.print(f"uploaded {data} to s3://{cloud.outputs['DataBucketName']}/{key}")
         execution = wait_for_new_execution(cloud, known, timeout=120)
         if execution is None:
-            raise CommandFailed("the upload started no retraining run; see `lambdaforge up --verbose`")
+            raise CommandFailedError("the upload started no retraining run; see `lambdaforge up --verbose`")
         result = follow(cloud, execution, console)
         known.add(execution)
         if result.status != "SUCCEEDED":
-            raise CommandFailed(f"retraining run {execution} {result.status}: {result.error}")
+            raise CommandFailedError(f"retraining run {execution} {result.status}: {result.error}")
         console.print(f"[green]run {execution} succeeded in {result.seconds:.0f} s; the model is live[/green]")
         body = sample_body(gateway.url)
         answer = predict(gateway.url, body)
@@ -191,7 +192,7 @@ def rollback(
                                       Payload=json.dumps({"action": "rollback", "recipe": target}).encode())
     payload = json.loads(out["Payload"].read() or b"{}")
     if out.get("FunctionError"):
-        raise CommandFailed(f"rollback refused: {payload.get('errorMessage', payload)}")
+        raise CommandFailedError(f"rollback refused: {payload.get('errorMessage', payload)}")
     console.print(f"[green]{target}: live is model v{payload['to_version']} again[/green] "
                   f"(was v{payload['from_version']}; Lambda version {payload['lambda_version']}; "
                   f"{time.perf_counter() - started:.1f} s)")
