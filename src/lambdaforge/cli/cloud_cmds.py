@@ -228,7 +228,8 @@ def cloud_train(recipe: str, data: str, *, instance_type: str, instance_count: i
 
         described = follow(sm, name, update)
     if described["TrainingJobStatus"] != "Completed":
-        raise CommandFailedError(f"{name} {described['TrainingJobStatus']}: {described.get('FailureReason', 'no reason')}")
+        reason = described.get("FailureReason", "no reason")
+        raise CommandFailedError(f"{name} {described['TrainingJobStatus']}: {reason}")
     console.print(f"[green]{name} completed[/green] (billable {described.get('BillableTimeInSeconds', '?')} s)")
     if download:
         download_model(session.client("s3"), described, download)

@@ -106,4 +106,5 @@ def package(
     console.print(table)
     console.print(f"build context: {out}  (docker build -t lambdaforge-{function} {out})")
     if not report.within_budget:
-        raise CommandFailedError(f"payload {report.total_bytes / 2**20:.1f} MiB exceeds the budget of {budget_mb:g} MiB")
+        size = report.total_bytes / 2**20
+        raise CommandFailedError(f"payload {size:.1f} MiB exceeds the budget of {budget_mb:g} MiB")
