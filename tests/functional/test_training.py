@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from lambdaforge.artifact import open_model_dir
+from lambdaforge.artifact import open_model_dir, sha256_file
 from lambdaforge.recipes import get_recipe
 from lambdaforge.training import parse_line
+from lambdaforge.training.checkpoint import latest_complete_step, load_latest, save_checkpoint
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 EXPECTED_FILES = {"model.onnx", "model.safetensors", "eval.npz", "calibration.npz"}
@@ -58,51 +60,105 @@ def test_two_process_ddp_on_cpu_writes_the_same_layout(tmp_path: Path) -> None:
 
 
 def _run_until_checkpoint(tree: JobTree, data: Path, sig: int) -> tuple[subprocess.Popen[str], list[str], float]:
+    """Start training, wait for a COMPLETE checkpoint (pointer written, its file on disk), then signal it.
+
+    Waiting for the `.pt` file alone races the harness, which writes the pointer after it: the
+    signal could land between the two, when no checkpoint is complete yet.
+    """
     procs: list[subprocess.Popen[str]] = []
     lines: list[str] = []
-    import threading
-
-    result: dict[str, object] = {}
-
-    def target() -> None:
-        result["out"] = run_entry_point(tree, {"train": data}, "job-kill", on_line=lines.append,
-                                        process_started=procs.append)
-
-    thread = threading.Thread(target=target)
+    thread = threading.Thread(target=lambda: run_entry_point(
+        tree, {"train": data}, "job-kill", on_line=lines.append, process_started=procs.append))
     thread.start()
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tree.checkpoint_dir.glob("checkpoint-*.pt")):
-        time.sleep(0.05)
-    assert list(tree.checkpoint_dir.glob("checkpoint-*.pt")), "no checkpoint was written"
-    sent = time.time()
+    deadline = time.monotonic() + 300
+    while latest_complete_step(tree.checkpoint_dir) is None and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert latest_complete_step(tree.checkpoint_dir) is not None, "no complete checkpoint was written"
+    assert procs and procs[0].poll() is None, "training ended before it could be signalled"
+    sent = time.monotonic()
     procs[0].send_signal(sig)
-    thread.join(timeout=120)
-    return procs[0], lines, time.time() - sent
+    thread.join(timeout=300)
+    assert not thread.is_alive(), "training did not end after the signal"
+    return procs[0], lines, time.monotonic() - sent
+
+
+def _resume(tree: JobTree, data: Path) -> tuple[list[str], list[str]]:
+    """Run again; return (the "resuming" lines, every line)."""
+    lines: list[str] = []
+    code, reason = run_entry_point(tree, {"train": data}, "job-kill", on_line=lines.append)
+    assert code == 0, reason
+    return [line for line in lines if "resuming from checkpoint" in line], lines
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     tree, data = start(tmp_path, {"recipe": "digits", "epochs": 30, "checkpoint_every": 5})
     proc, _, _ = _run_until_checkpoint(tree, data, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    saved = json.loads((tree.checkpoint_dir / "latest.json").read_text())["step"]
-    assert saved >= 5 and not (tree.model_dir / "manifest.json").exists()
+    saved = latest_complete_step(tree.checkpoint_dir)
+    assert saved is not None and saved >= 5 and not (tree.model_dir / "manifest.json").exists()
 
-    lines: list[str] = []
-    code, reason = run_entry_point(tree, {"train": data}, "job-kill", on_line=lines.append)
-    assert code == 0, reason
-    resumed = [line for line in lines if "resuming from checkpoint" in line]
+    resumed, _ = _resume(tree, data)
     assert resumed and f"step={saved} " in resumed[0]
     assert open_model_dir(tree.model_dir).manifest.training.steps == 30 * 23  # 1437 rows / 64 per step
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_quickly(tmp_path: Path) -> None:
+def test_a_run_killed_between_the_checkpoint_file_and_its_pointer_resumes_from_the_complete_one(
+        tmp_path: Path) -> None:
+    """The race the kill test once hit: a `.pt` file on disk that no pointer names yet is never loaded."""
+    import torch
+
+    tree, data = start(tmp_path, {"recipe": "digits", "epochs": 30, "checkpoint_every": 5})
+    _run_until_checkpoint(tree, data, signal.SIGKILL)
+    saved = latest_complete_step(tree.checkpoint_dir)
+    assert saved is not None
+    pointed = tree.checkpoint_dir / f"checkpoint-{saved:08d}.pt"
+    # the state a kill between the two writes leaves: a newer, whole `.pt` the pointer does not name...
+    newer = tree.checkpoint_dir / f"checkpoint-{saved + 5:08d}.pt"
+    state = torch.load(pointed, weights_only=True)
+    torch.save({**state, "step": saved + 5}, newer)
+    # ...and, newer still, a torn one (as a copy that stopped half way would be)
+    torn = tree.checkpoint_dir / f"checkpoint-{saved + 10:08d}.pt"
+    torn.write_bytes(newer.read_bytes()[: newer.stat().st_size // 2])
+
+    resumed, lines = _resume(tree, data)
+    assert resumed and f"step={saved} " in resumed[0], resumed
+    assert not [line for line in lines if "skipping" in line]  # the unpointed files were never opened
+    assert open_model_dir(tree.model_dir).manifest.training.steps == 30 * 23
+
+
+def test_checkpoints_without_a_pointer_are_absent(tmp_path: Path) -> None:
+    """Killed before the first pointer was written: the run starts from scratch."""
+    import torch
+
+    torch.save({"step": 5, "model": {"w": torch.zeros(2)}}, tmp_path / "checkpoint-00000005.pt")
+    assert load_latest(tmp_path) is None and latest_complete_step(tmp_path) is None
+    save_checkpoint(tmp_path, 10, {"step": 10, "model": {"w": torch.zeros(2)}})
+    state = load_latest(tmp_path)
+    assert state is not None and state["step"] == 10
+    assert not (tmp_path / "checkpoint-00000005.pt").exists()
+
+
+def test_a_pointer_cannot_name_a_file_outside_the_checkpoint_folder(tmp_path: Path) -> None:
+    import torch
+
+    outside = tmp_path / "checkpoint-00000007.pt"
+    torch.save({"step": 7}, outside)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    (folder / "latest.json").write_text(json.dumps(
+        {"step": 7, "file": "../checkpoint-00000007.pt", "sha256": sha256_file(outside)}))
+    assert load_latest(folder) is None and latest_complete_step(folder) is None
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_within_sagemakers_grace_period(tmp_path: Path) -> None:
     tree, data = start(tmp_path, {"recipe": "digits", "epochs": 200, "checkpoint_every": 5})
     proc, lines, seconds = _run_until_checkpoint(tree, data, signal.SIGTERM)
     assert proc.returncode == 143
-    assert seconds < 30  # SageMaker allows 120 s
+    assert seconds < 120  # SageMaker sends SIGKILL 120 s after SIGTERM: the save must land before that
     assert "SIGTERM" in tree.failure_file.read_text()
     assert any("SIGTERM received" in line for line in lines)
-    assert (tree.checkpoint_dir / "latest.json").is_file()
+    saved = latest_complete_step(tree.checkpoint_dir)
+    assert saved is not None and f"at step {saved}/" in tree.failure_file.read_text()
 
 
 def test_bad_data_fails_with_a_reason_naming_the_file_and_line(tmp_path: Path) -> None:
@@ -136,8 +192,6 @@ def test_checkpoints_are_read_with_weights_only(tmp_path: Path, pattern: str) ->
 
     import torch
 
-    from lambdaforge.training.checkpoint import load_latest, save_checkpoint
-
     save_checkpoint(tmp_path, 5, {"step": 5, "model": {"w": torch.zeros(2)}})
     assert load_latest(tmp_path) is not None
 
@@ -145,7 +199,11 @@ def test_checkpoints_are_read_with_weights_only(tmp_path: Path, pattern: str) ->
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (print, ("pwned",))
 
-    (tmp_path / "checkpoint-00000009.pt").write_bytes(pickle.dumps({"step": 9, "x": Evil()}))
+    evil = tmp_path / "checkpoint-00000009.pt"
+    evil.write_bytes(pickle.dumps({"step": 9, "x": Evil()}))
+    pointer = json.loads((tmp_path / "latest.json").read_text())
+    entry = {"step": 9, "file": evil.name, "sha256": sha256_file(evil)}
+    (tmp_path / "latest.json").write_text(json.dumps({**entry, "complete": [entry, *pointer["complete"]]}))
     state = load_latest(tmp_path)
     assert state is not None and state["step"] == 5
     assert list(tmp_path.glob(pattern))
