@@ -46,22 +46,22 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from lambdaforge.artifact import open_model_dir
-    from lambdaforge.quantize.engine import session
+    from lambdaforge.onnxsession import open_session
+    from lambdaforge.quantize import QuantizationError
     from lambdaforge.recipes import get_recipe
+    from lambdaforge.recipes.hparams import from_recorded
     from lambdaforge.timing import measure_ms
-    from lambdaforge.training.hparams import parse_hyperparameters
 
     torch.set_num_threads(1)
     fp32_md, int8_md = open_model_dir(fp32_dir), open_model_dir(int8_dir)
     recipe = get_recipe(name)
-    known = set(recipe.defaults) | {"epochs", "batch_size", "lr", "seed"}
-    hp = parse_hyperparameters(recipe, {k: v for k, v in fp32_md.manifest.training.hyperparameters.items()
-                                        if k in known})
+    hp = from_recorded(recipe, fp32_md.manifest.training.hyperparameters)
     model = recipe.build_model(len(fp32_md.manifest.labels), hp)
     model.load_state_dict(load_file(str(fp32_md.file("model.safetensors"))))
     model.eval()
     names = [s.name for s in recipe.input_specs()]
-    ort_fp32, ort_int8 = session(fp32_md.model_path), session(int8_md.model_path)
+    ort_fp32, ort_int8 = (open_session(md.model_path, error=QuantizationError, what="this model")
+                          for md in (fp32_md, int8_md))
 
     latency: dict[str, dict[str, dict[str, float]]] = {"torch_fp32": {}, "ort_fp32": {}, "ort_int8": {}}
     shapes = {"b1": (1, False), "b8": (8, False)}

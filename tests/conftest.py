@@ -40,10 +40,11 @@ def digits_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def quantized(model: Path, root: Path) -> Path:
     """The auto-quantized model directory, gate passed."""
+    from lambdaforge.artifact import open_model_dir
     from lambdaforge.quantize import quantize_model_dir
 
     out = root / "model"
-    report = quantize_model_dir(model, out)
+    report = quantize_model_dir(open_model_dir(model), out).report
     assert report.gate_passed, report.gate_reason
     return out
 

@@ -24,7 +24,7 @@ def test_the_iris_example_recipe_goes_through_the_whole_toolchain(tmp_path: Path
     md = open_model_dir(out)
     assert md.manifest.recipe == "iris" and md.manifest.metrics["accuracy"] >= 0.85
     assert md.manifest.training.hyperparameters["hidden"] == 24
-    report = quantize_model_dir(out, tmp_path / "int8")
+    report = quantize_model_dir(md, tmp_path / "int8").report
     assert report.gate_passed, report.gate_reason
     predictor = Predictor(fetch(str(tmp_path / "int8")))
     (prediction,) = predictor.predict([[5.1, 3.5, 1.4, 0.2]])

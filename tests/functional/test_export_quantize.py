@@ -12,7 +12,7 @@ from lambdaforge.artifact import ChecksumMismatchError, open_model_dir
 from lambdaforge.export import ParityError, check_parity, export_onnx
 from lambdaforge.quantize import QuantizationError, from_mode, quantize_model_dir
 from lambdaforge.recipes import get_recipe
-from lambdaforge.training.hparams import parse_hyperparameters
+from lambdaforge.recipes.hparams import parse_hyperparameters
 
 
 def test_parity_failure_stops_with_the_numbers(tmp_path: Path) -> None:
@@ -66,7 +66,7 @@ def test_text_int8_loses_at_most_one_point(text_model: Path, text_int8: Path) ->
 
 def test_a_failed_gate_writes_the_report_but_no_model(digits_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    report = quantize_model_dir(digits_model, out, from_mode("static", min_metric=1.0))
+    report = quantize_model_dir(open_model_dir(digits_model), out, from_mode("static", min_metric=1.0)).report
     assert report.gate_passed is False and report.chosen == "none"
     assert "below the floor" in report.gate_reason
     assert (out / "quantization_report.json").is_file()
@@ -82,7 +82,7 @@ def test_a_corrupted_source_is_refused(digits_model: Path, tmp_path: Path) -> No
         fh.seek(100)
         fh.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ChecksumMismatchError):
-        quantize_model_dir(src, tmp_path / "out")
+        quantize_model_dir(open_model_dir(src), tmp_path / "out")
 
 
 def test_quantization_never_writes_into_a_non_empty_directory(digits_model: Path, tmp_path: Path) -> None:
@@ -90,5 +90,5 @@ def test_quantization_never_writes_into_a_non_empty_directory(digits_model: Path
     out.mkdir()
     (out / "keep.txt").write_text("user data")
     with pytest.raises(QuantizationError, match="not empty"):
-        quantize_model_dir(digits_model, out)
+        quantize_model_dir(open_model_dir(digits_model), out)
     assert (out / "keep.txt").read_text() == "user data"

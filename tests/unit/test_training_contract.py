@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from lambdaforge.recipes import get_recipe
+from lambdaforge.recipes.errors import HyperparameterError
+from lambdaforge.recipes.hparams import parse_cli_pairs, parse_hyperparameters
 from lambdaforge.training import METRIC_DEFINITIONS, TrainingEnv, metric_line, parse_line
 from lambdaforge.training.contract import decode_hyperparameters
-from lambdaforge.training.errors import HyperparameterError, TrainingError
-from lambdaforge.training.hparams import parse_cli_pairs, parse_hyperparameters
+from lambdaforge.training.errors import TrainingError
 
 
 def test_environment_variables_win_over_the_config_files(tmp_path: Path) -> None:

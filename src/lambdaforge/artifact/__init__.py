@@ -1,5 +1,6 @@
 """The model directory contract: manifest.json (versioned, checksummed), and safe archives."""
 
+from lambdaforge.artifact.builder import ModelDirBuilder, carried_files
 from lambdaforge.artifact.errors import (
     ArtifactError,
     ChecksumMismatchError,
@@ -31,12 +32,14 @@ __all__ = [
     "ManifestError",
     "MissingFileError",
     "ModelDir",
+    "ModelDirBuilder",
     "Preprocessing",
     "QuantizationInfo",
     "TensorSpec",
     "TrainingInfo",
     "UnknownManifestVersionError",
     "UnsafeArchiveError",
+    "carried_files",
     "check_archive",
     "open_model_dir",
     "pack_dir",

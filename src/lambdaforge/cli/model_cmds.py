@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lambdaforge.cli.app import app, console
-from lambdaforge.cli.errors import CommandFailedError
-from lambdaforge.errors import LambdaforgeError
+from lambdaforge.cli.errors import CliError, CommandFailedError
 
-_STEP = re.compile(r"\bstep=(\d+)")
-_TOTAL = re.compile(r"\bsteps=(\d+)")
-_KV = re.compile(r"\b(train_loss|test_metric)=([-+0-9.eE]+)")
+if TYPE_CHECKING:
+    from lambdaforge.artifact import ModelDir
+    from lambdaforge.recipes.base import Recipe
+
+# The SageMaker metrics the progress bar shows, and the one that says model.onnx is exported.
+_SHOWN = ("train:loss", "test:metric")
+_EXPORTED = "export:parity_max_abs_diff"
 
 
 def _empty_or_force(path: Path, force: bool) -> None:
     if path.exists() and any(path.iterdir()):
         if not force:
-            raise LambdaforgeError(f"{path}: output directory is not empty", hint="pass --force to replace it")
+            raise CliError(f"{path}: output directory is not empty", hint="pass --force to replace it")
         shutil.rmtree(path)
 
 
@@ -52,22 +55,46 @@ def data(
     console.print(f"wrote {path}")
 
 
-def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, str], *, force: bool,
-                verbose: bool) -> Path:
-    """Run `python -m lambdaforge.training` in a temporary /opt/ml tree, with a progress bar."""
-    from lambdaforge.artifact import open_model_dir
-    from lambdaforge.recipes import get_recipe
+def _progress_reader(progress: Progress, task: TaskID, recipe: str, *, verbose: bool,
+                     tail: list[str]) -> Callable[[str], None]:
+    """What the progress bar takes from each log line, read by the harness's own metric-line protocol."""
+    from lambdaforge.training.metrics import STEP, TOTAL_STEPS, parse_line, parse_progress, printed_key
+
+    shown: dict[str, float] = {}
+
+    def on_line(line: str) -> None:
+        tail.append(line)
+        del tail[:-40]
+        if verbose:
+            progress.console.print(line, markup=False)
+        steps = parse_progress(line)
+        if TOTAL_STEPS in steps:
+            progress.update(task, total=steps[TOTAL_STEPS])
+        if STEP in steps:
+            progress.update(task, completed=steps[STEP])
+        found = parse_line(line)
+        shown.update({name: value for name, value in found.items() if name in _SHOWN})
+        if shown:
+            desc = " ".join(f"{printed_key(k)}={v:.4f}" for k, v in shown.items())
+            progress.update(task, description=f"training {recipe} {desc}")
+        if _EXPORTED in found and "test:metric" not in found:
+            progress.update(task, description=f"exported ONNX {recipe}")
+
+    return on_line
+
+
+def _run_training(rec: Recipe, recipe: str, data_path: Path | None, out: Path, hps: dict[str, str], *,
+                  verbose: bool) -> None:
+    """Train in a temporary /opt/ml tree and copy its model directory to `out`."""
     from lambdaforge.training.runner import JobTree, run_entry_point
 
-    rec = get_recipe(recipe)
-    _empty_or_force(out, force)
     with tempfile.TemporaryDirectory(prefix="lambdaforge-train-") as tmp_name:
         tmp = Path(tmp_name)
         if data_path is None:
             data_path = rec.write_sample_data(tmp / "sample-data")
             console.print(f"no --data given: using the dataset that ships with {recipe!r} ({data_path.name})")
         elif not data_path.exists():
-            raise LambdaforgeError(f"{data_path}: data path does not exist")
+            raise CliError(f"{data_path}: data path does not exist")
         tree = JobTree(tmp / "opt" / "ml")
         tree.prepare({"train": data_path}, {"recipe": recipe, **hps})
         job = f"local-{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -75,24 +102,7 @@ def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, s
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=not verbose) as progress:
             task = progress.add_task(f"training {recipe}", total=None)
-            metrics: dict[str, str] = {}
-
-            def on_line(line: str) -> None:
-                tail.append(line)
-                del tail[:-40]
-                if verbose:
-                    progress.console.print(line, markup=False)
-                if (m := _TOTAL.search(line)) and "recipe=" in line:
-                    progress.update(task, total=int(m.group(1)))
-                if m := _STEP.search(line):
-                    progress.update(task, completed=int(m.group(1)))
-                metrics.update(dict(_KV.findall(line)))
-                if metrics:
-                    desc = " ".join(f"{k}={float(v):.4f}" for k, v in metrics.items())
-                    progress.update(task, description=f"training {recipe} {desc}")
-                if "exported model.onnx" in line:
-                    progress.update(task, description=f"exported ONNX {recipe}")
-
+            on_line = _progress_reader(progress, task, recipe, verbose=verbose, tail=tail)
             code, reason = run_entry_point(tree, {"train": data_path}, job, on_line=on_line)
         if code != 0:
             if not verbose:
@@ -100,18 +110,32 @@ def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, s
             raise CommandFailedError(f"training failed (exit {code}): {reason or 'no reason written'}")
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(tree.model_dir, out, dirs_exist_ok=True)
-    md = open_model_dir(out)
+
+
+def _trained_summary(recipe: str, md: ModelDir) -> None:
     m = md.manifest
     metric = m.primary_metric
     _summary(f"trained {recipe}", [
-        ("model directory", str(out)),
+        ("model directory", str(md.path)),
         (f"test {metric} (ONNX fp32)", f"{m.metrics[metric]:.4f}"),
         (f"test {metric} (torch)", f"{m.metrics[f'torch_{metric}']:.4f}"),
         ("parity max |diff|", f"{m.metrics['parity_max_abs_diff']:.3g}"),
         ("steps / seconds", f"{m.training.steps} / {m.training.seconds:.1f}"),
-        ("model.onnx", f"{(out / m.model_file).stat().st_size / 1e6:.2f} MB"),
+        ("model.onnx", f"{md.model_path.stat().st_size / 1e6:.2f} MB"),
         ("dataset version", m.training.dataset_version),
     ])
+
+
+def train_local(recipe: str, data_path: Path | None, out: Path, hps: dict[str, str], *, force: bool,
+                verbose: bool) -> Path:
+    """Run `python -m lambdaforge.training` in a temporary /opt/ml tree, with a progress bar."""
+    from lambdaforge.artifact import open_model_dir
+    from lambdaforge.recipes import get_recipe
+
+    rec = get_recipe(recipe)
+    _empty_or_force(out, force)
+    _run_training(rec, recipe, data_path, out, hps, verbose=verbose)
+    _trained_summary(recipe, open_model_dir(out))  # the copy is verified on its way in
     return out
 
 
@@ -137,14 +161,14 @@ def train(
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="--cloud: follow the job to the end")] = True,
 ) -> None:
     """Train a recipe: locally through the SageMaker entry point, or with --cloud as a SageMaker job."""
-    from lambdaforge.training.hparams import parse_cli_pairs
+    from lambdaforge.recipes.hparams import parse_cli_pairs
 
     hps = parse_cli_pairs(hp or [])
     if cloud:
         from lambdaforge.cli.cloud_cmds import cloud_train
 
         if data_path is None:
-            raise LambdaforgeError("--cloud needs --data (an s3:// URI or a local file to upload)")
+            raise CliError("--cloud needs --data (an s3:// URI or a local file to upload)")
         cloud_train(recipe, str(data_path), instance_type=instance_type, instance_count=instance_count, spot=spot,
                     role=role, bucket=bucket, stack=stack, region=region, training_image=training_image, hps=hps,
                     download=download, wait=wait)
@@ -160,10 +184,11 @@ def export(
     force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
 ) -> None:
     """Re-export a trained model to ONNX from its weights, with the parity check."""
+    from lambdaforge.artifact import open_model_dir
     from lambdaforge.export.reexport import reexport
 
     _empty_or_force(out, force)
-    _, parity = reexport(model, out, opset=opset)
+    parity = reexport(open_model_dir(model), out, opset=opset).parity
     _summary("exported", [("model directory", str(out)), ("opset", str(opset)),
                           ("parity max |diff|", f"{parity.max_abs_diff:.3g}"),
                           ("parity shapes", ", ".join(str(s) for s in parity.shapes)),
@@ -183,15 +208,18 @@ def quantize(
     force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
 ) -> None:
     """Quantize to INT8 behind the accuracy gate; writes the report either way."""
+    from lambdaforge.artifact import open_model_dir
     from lambdaforge.quantize import from_mode, preset, quantize_model_dir
 
     cfg = preset(preset_name).with_gate(max_drop=max_drop, min_metric=min_metric) if preset_name \
         else from_mode(mode, max_drop=max_drop, min_metric=min_metric)
     _empty_or_force(out, force)
+    source = open_model_dir(model)  # verified once; the stage takes it as it is
     with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         task = progress.add_task("quantizing", total=None)
-        report = quantize_model_dir(model, out, cfg, progress=lambda msg: progress.update(task, description=msg))
+        report = quantize_model_dir(source, out, cfg,
+                                    progress=lambda msg: progress.update(task, description=msg)).report
     table = Table(title=f"quantization candidates ({report.recipe})", title_justify="left")
     for col in ("candidate", "size MB", "p50 ms", report.primary_metric, "agreement", "drop (pts)", "passed"):
         table.add_column(col)
@@ -221,11 +249,12 @@ def bench(
     import numpy as np
 
     from lambdaforge.artifact import open_model_dir
-    from lambdaforge.quantize.engine import session
+    from lambdaforge.onnxsession import open_session
+    from lambdaforge.quantize import QuantizationError
     from lambdaforge.timing import measure_ms
 
     md = open_model_dir(model)
-    sess = session(md.model_path, threads=threads)
+    sess = open_session(md.model_path, error=QuantizationError, threads=threads, what="this model")
     with np.load(md.file(md.manifest.eval_file), allow_pickle=False) as npz:
         samples = {s.name: npz[s.name] for s in md.manifest.inputs}
     result: dict[str, dict[str, float]] = {}

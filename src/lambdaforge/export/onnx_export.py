@@ -18,6 +18,7 @@ import numpy as np
 
 from lambdaforge.artifact.manifest import TensorSpec
 from lambdaforge.export.errors import ExportError, ParityError
+from lambdaforge.onnxsession import open_session
 from lambdaforge.recipes.base import Arrays, Recipe
 
 if TYPE_CHECKING:
@@ -102,16 +103,10 @@ def _strip_value_info(path: Path) -> None:
 def check_parity(model: torch.nn.Module, onnx_path: Path, recipe: Recipe, *, atol: float = 1e-4,
                  rtol: float = 1e-3, shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES) -> ParityReport:
     """Run PyTorch and onnxruntime on fresh random inputs; raise ParityError beyond tolerance."""
-    import onnxruntime as ort
     import torch
 
     specs = recipe.input_specs()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    try:
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ExportError(f"{onnx_path}: onnxruntime cannot load the exported model: {exc}") from exc
+    session = open_session(onnx_path, error=ExportError, what="the exported model")
     model = model.eval()
     worst_abs = worst_rel = 0.0
     agree = total = 0

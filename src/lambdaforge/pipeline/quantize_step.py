@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lambdaforge.artifact import open_model_dir, safe_extract
+from lambdaforge.artifact import ModelDir, open_model_dir, safe_extract
 from lambdaforge.aws import object_exists, split_s3_uri
 from lambdaforge.pipeline.errors import ArtifactTooLargeError, PipelineError
 from lambdaforge.pipeline.payloads import QuantizeRequest, QuantizeResult
@@ -46,8 +46,9 @@ class QuantizeStep:
                 raise PipelineError(f"{req.model_artifact}: the model is for recipe {md.manifest.recipe!r}, "
                                     f"not {req.recipe!r}")
             out = tmp / "quantized"
-            report = quantize_model_dir(md.path, out, cfg)
-            if not report.gate_passed:
+            quantized = quantize_model_dir(md, out, cfg)
+            report = quantized.report
+            if quantized.model_dir is None:
                 report_uri = self._upload_dir(out, f"reports/{req.recipe}/{req.training_job}/")
                 return QuantizeResult(gate_passed=False, gate_reason=report.gate_reason, report_uri=report_uri
                                       + "quantization_report.json", chosen=report.chosen)
@@ -56,7 +57,7 @@ class QuantizeStep:
             model_uri = self._upload_dir(out, prefix)
             record = VersionRecord(
                 recipe=req.recipe, version=version, model_uri=model_uri,
-                report_uri=model_uri + "quantization_report.json", metrics=_metrics(report, out),
+                report_uri=model_uri + "quantization_report.json", metrics=_metrics(quantized.model_dir, report),
                 quantization=report.chosen, training_job=req.training_job,
                 dataset_version=req.dataset_version or md.manifest.training.dataset_version,
                 execution=req.execution)
@@ -85,10 +86,9 @@ class QuantizeStep:
         return f"s3://{bucket}/{prefix}"
 
 
-def _metrics(report: QuantizationReport, out: Path) -> dict[str, float]:
-    md = open_model_dir(out)
+def _metrics(md: ModelDir, report: QuantizationReport) -> dict[str, float]:
     keep = {k: float(v) for k, v in md.manifest.metrics.items() if isinstance(v, int | float)}
-    keep["size_bytes"] = float((out / md.manifest.model_file).stat().st_size)
+    keep["size_bytes"] = float(md.model_path.stat().st_size)
     if report.chosen_result.latency_ms_p50 is not None:
         keep["latency_ms_p50"] = float(report.chosen_result.latency_ms_p50)
     return keep

@@ -1,6 +1,6 @@
 """INT8 quantization with onnxruntime, behind an accuracy gate against the fp32 model."""
 
-from lambdaforge.quantize.api import quantize_model_dir
+from lambdaforge.quantize.api import Quantized, quantize_model_dir
 from lambdaforge.quantize.config import (
     MODES,
     PRESETS,
@@ -11,7 +11,7 @@ from lambdaforge.quantize.config import (
     from_mode,
     preset,
 )
-from lambdaforge.quantize.errors import GateFailedError, QuantConfigError, QuantizationError
+from lambdaforge.quantize.errors import QuantConfigError, QuantizationError
 from lambdaforge.quantize.report import CandidateResult, QuantizationReport
 
 __all__ = [
@@ -20,11 +20,11 @@ __all__ = [
     "AccuracyGate",
     "CandidateResult",
     "DynamicQuantConfig",
-    "GateFailedError",
     "QuantConfigError",
     "QuantizationError",
     "QuantizationReport",
     "QuantizeConfig",
+    "Quantized",
     "StaticQuantConfig",
     "from_mode",
     "preset",

@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import statistics
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from lambdaforge.quantize.config import DynamicQuantConfig, StaticQuantConfig
-from lambdaforge.quantize.errors import QuantizationError
 
 Arrays = dict[str, np.ndarray]
 
@@ -93,38 +90,6 @@ def quantize_static(src: Path, dst: Path, cfg: StaticQuantConfig, calibration: A
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     return dst
-
-
-def session(path: Path, threads: int = 1) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise QuantizationError(f"{path}: onnxruntime cannot load this model: {exc}") from exc
-
-
-def predict(sess: Any, inputs: Arrays, batch: int = 64) -> np.ndarray:
-    names = [i.name for i in sess.get_inputs()]
-    n = len(inputs[names[0]])
-    return np.concatenate([sess.run(None, {k: inputs[k][i:i + batch] for k in names})[0] for i in range(0, n, batch)])
-
-
-def latency_p50_ms(sess: Any, inputs: Arrays, runs: int) -> float:
-    """Warm p50 at batch 1 on one thread: what a one-vCPU Lambda sees."""
-    feed = {i.name: inputs[i.name][:1] for i in sess.get_inputs()}
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1000)
-    return float(statistics.median(times))
 
 
 def quantizable_nodes(path: Path) -> list[str]:

@@ -11,7 +11,3 @@ class QuantizationError(LambdaforgeError):
 
 class QuantConfigError(QuantizationError):
     """A quantization config value is out of range or inconsistent."""
-
-
-class GateFailedError(QuantizationError):
-    """No model passed the accuracy gate; the report says why for each candidate."""

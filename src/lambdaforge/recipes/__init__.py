@@ -63,10 +63,14 @@ def get_recipe(name: str) -> Recipe:
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Recipe", "Dataset", "Hyperparameters"):
+    if name in ("Recipe", "Dataset"):
         from lambdaforge.recipes import base
 
         return getattr(base, name)
+    if name == "Hyperparameters":
+        from lambdaforge.recipes.hparams import Hyperparameters
+
+        return Hyperparameters
     raise AttributeError(name)
 
 

@@ -11,7 +11,7 @@ import csv
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from lambdaforge.artifact.manifest import InputLimits, Preprocessing, TensorSpec
 from lambdaforge.recipes.errors import DataError
+from lambdaforge.recipes.hparams import Hyperparameters
 
 if TYPE_CHECKING:
     import torch
@@ -45,26 +46,6 @@ class Dataset:
             for name, arr in inputs.items():
                 if len(arr) != len(labels):
                     raise DataError(f"{split} input {name} has {len(arr)} rows but {len(labels)} labels")
-
-
-@dataclass(frozen=True)
-class Hyperparameters:
-    """Common training knobs; recipe-specific ones live in `extra` (declared by `Recipe.defaults`)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    seed: int = 0
-    checkpoint_every: int = 100  # steps
-    max_steps: int = 0  # 0: no cap
-    nproc_per_node: int = 0  # 0: one process per GPU, or 1 on CPU
-    bf16: bool = True  # autocast on CUDA; ignored on CPU
-    dataset_version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, key: str) -> Any:
-        return self.extra[key]
 
 
 class Recipe(ABC):

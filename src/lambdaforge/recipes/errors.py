@@ -11,3 +11,7 @@ class RecipeError(LambdaforgeError):
 
 class DataError(LambdaforgeError):
     """A dataset file is missing, malformed or unusable; the message names the file (and line)."""
+
+
+class HyperparameterError(LambdaforgeError):
+    """A hyperparameter is unknown or has a value of the wrong type."""

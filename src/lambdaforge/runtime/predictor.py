@@ -17,6 +17,7 @@ import numpy as np
 
 from lambdaforge import envvars
 from lambdaforge.artifact import ModelDir
+from lambdaforge.onnxsession import open_session
 from lambdaforge.runtime.errors import InvalidInputError, RuntimeModelError
 
 LAMBDA_MB_PER_VCPU = 1769
@@ -50,19 +51,10 @@ class Prediction:
 
 class Predictor:
     def __init__(self, model_dir: ModelDir, *, threads: int | None = None, warm_up: bool = True) -> None:
-        import onnxruntime as ort
-
         self.model_dir = model_dir
         self.manifest = manifest = model_dir.manifest
         self.threads = envvars.setting(threads, envvars.THREADS, default_threads(), int)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(model_dir.model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise RuntimeModelError(f"{model_dir.model_path}: onnxruntime cannot load the model: {exc}") from exc
+        self.session = open_session(model_dir.model_path, error=RuntimeModelError, threads=self.threads)
         self.input_names = [s.name for s in manifest.inputs]
         self.tokenizer: Any = None
         if manifest.preprocessing.kind == "text":

@@ -59,10 +59,6 @@ class TrainingEnv:
     def failure_file(self) -> Path:
         return self.output_dir / "failure"
 
-    @property
-    def is_sagemaker(self) -> bool:
-        return "SM_TRAINING_ENV" in os.environ
-
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> TrainingEnv:
         env = os.environ if environ is None else environ

@@ -9,10 +9,6 @@ class TrainingError(LambdaforgeError):
     """Training cannot start or cannot finish."""
 
 
-class HyperparameterError(TrainingError):
-    """A hyperparameter is unknown or has a value of the wrong type."""
-
-
 class CheckpointError(TrainingError):
     """A checkpoint cannot be written or read."""
 

@@ -26,6 +26,17 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 ]
 
 
+# Progress the CLI shows; printed on metric lines too, but not SageMaker metrics.
+STEP = "step"
+TOTAL_STEPS = "total_steps"
+_PROGRESS = {key: re.compile(rf"{re.escape(PREFIX)}.*\b{key}=([0-9]+)\b") for key in (STEP, TOTAL_STEPS)}
+
+
+def printed_key(name: str) -> str:
+    """The key a metric is printed under (`train:loss` -> `train_loss`)."""
+    return _KEYS[name]
+
+
 def metric_line(**values: float | int) -> str:
     parts = []
     for key, value in values.items():
@@ -40,4 +51,14 @@ def parse_line(line: str) -> dict[str, float]:
         match = re.search(definition["Regex"], line)
         if match:
             found[definition["Name"]] = float(match.group(1))
+    return found
+
+
+def parse_progress(line: str) -> dict[str, int]:
+    """The step and total steps a metric line reports, if any."""
+    found: dict[str, int] = {}
+    for key, pattern in _PROGRESS.items():
+        match = pattern.search(line)
+        if match:
+            found[key] = int(match.group(1))
     return found

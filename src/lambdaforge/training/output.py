@@ -6,17 +6,21 @@ the recipe's assets, and manifest.json with a sha256 of each file.
 
 from __future__ import annotations
 
-import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lambdaforge.artifact.builder import ModelDirBuilder
 from lambdaforge.artifact.manifest import Manifest, TensorSpec, TrainingInfo
-from lambdaforge.artifact.modeldir import write_manifest
-from lambdaforge.export import check_parity, export_onnx
-from lambdaforge.recipes.base import Arrays, Dataset, Hyperparameters, Recipe
+from lambdaforge.artifact.modeldir import ModelDir
+from lambdaforge.export import ExportError, ParityReport, check_parity, export_onnx
+from lambdaforge.onnxsession import open_session, predict_batched
+from lambdaforge.recipes.base import Arrays, Dataset, Recipe
+from lambdaforge.recipes.hparams import Hyperparameters
+from lambdaforge.training.metrics import metric_line
 
 if TYPE_CHECKING:
     import torch
@@ -24,48 +28,61 @@ if TYPE_CHECKING:
 CALIBRATION_ROWS = 128
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """How the model was trained, for the manifest's `training` section."""
+
+    job_name: str
+    torch_metric: float
+    device: str
+    world_size: int
+    steps: int
+    seconds: float
+
+
+def onnx_metric(onnx_path: Path, recipe: Recipe, inputs: Arrays, labels: np.ndarray) -> float:
+    session = open_session(onnx_path, error=ExportError, threads=0, what="the exported model")
+    return recipe.metric(predict_batched(session, inputs), labels)
+
+
+def _export(builder: ModelDirBuilder, model: torch.nn.Module, recipe: Recipe) -> ParityReport:
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(builder.path("model.safetensors")))
+    t0 = time.time()
+    onnx_path = export_onnx(model, recipe, builder.path("model.onnx"))
+    parity = check_parity(model, onnx_path, recipe)
+    print(metric_line(export_seconds=round(time.time() - t0, 1), parity_max_abs_diff=parity.max_abs_diff), flush=True)
+    return parity
+
+
 def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def onnx_metric(onnx_path: Path, recipe: Recipe, inputs: Arrays, labels: np.ndarray, batch: int = 64) -> float:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    names = [s.name for s in recipe.input_specs()]
-    logits = [session.run(None, {n: inputs[n][i:i + batch] for n in names})[0] for i in range(0, len(labels), batch)]
-    return recipe.metric(np.concatenate(logits), labels)
+def _write_samples(builder: ModelDirBuilder, data: Dataset, seed: int) -> None:
+    """The held-out set (the quantization gate's yardstick) and calibration rows from the training split."""
+    _save_npz(builder.path("eval.npz"), {"labels": data.test_labels, **data.test_inputs})
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(data.train_labels), size=min(CALIBRATION_ROWS, len(data.train_labels)),
+                              replace=False))
+    _save_npz(builder.path("calibration.npz"),
+              {"labels": data.train_labels[pick], **{k: v[pick] for k, v in data.train_inputs.items()}})
 
 
 def write_model_dir(out: Path, *, model: torch.nn.Module, recipe: Recipe, data: Dataset, hp: Hyperparameters,
-                    job_name: str, torch_metric: float, device: str, world_size: int, steps: int,
-                    seconds: float) -> Manifest:
+                    run: RunInfo) -> ModelDir:
     import torch
-    from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
+    builder = ModelDirBuilder(out)
     model = model.cpu().float().eval()
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-
-    t0 = time.time()
-    export_onnx(model, recipe, out / "model.onnx")
-    parity = check_parity(model, out / "model.onnx", recipe)
-    print(f"[lambdaforge] exported model.onnx in {time.time() - t0:.1f}s "
-          f"parity_max_abs_diff={parity.max_abs_diff:.3g}", flush=True)
-
-    _save_npz(out / "eval.npz", {"labels": data.test_labels, **data.test_inputs})
-    rng = np.random.default_rng(hp.seed)
-    pick = np.sort(rng.choice(len(data.train_labels), size=min(CALIBRATION_ROWS, len(data.train_labels)),
-                              replace=False))
-    _save_npz(out / "calibration.npz",
-              {"labels": data.train_labels[pick], **{k: v[pick] for k, v in data.train_inputs.items()}})
-    for name, src in recipe.assets().items():
-        shutil.copyfile(src, out / name)
-
+    parity = _export(builder, model, recipe)
+    _write_samples(builder, data, hp.seed)
+    builder.add_all(recipe.assets())
     onnx_value = onnx_metric(out / "model.onnx", recipe, data.test_inputs, data.test_labels)
     metric = recipe.primary_metric
-    manifest = Manifest(
+    return builder.finish(Manifest(
         recipe=recipe.name,
         inputs=recipe.input_specs(),
         outputs=(TensorSpec(name="logits", dtype="float32", shape=("batch", len(data.labels))),),
@@ -75,7 +92,7 @@ def write_model_dir(out: Path, *, model: torch.nn.Module, recipe: Recipe, data: 
         primary_metric=metric,
         metrics={
             metric: round(onnx_value, 6),
-            f"torch_{metric}": round(torch_metric, 6),
+            f"torch_{metric}": round(run.torch_metric, 6),
             "parity_max_abs_diff": parity.max_abs_diff,
             "test_rows": float(len(data.test_labels)),
             "train_rows": float(len(data.train_labels)),
@@ -85,11 +102,8 @@ def write_model_dir(out: Path, *, model: torch.nn.Module, recipe: Recipe, data: 
         calibration_file="calibration.npz",
         assets=tuple(recipe.assets()),
         training=TrainingInfo(
-            recipe=recipe.name, job_name=job_name, dataset_version=data.version,
-            hyperparameters={"epochs": hp.epochs, "batch_size": hp.batch_size, "lr": hp.lr, "seed": hp.seed,
-                             **hp.extra},
-            device=device, world_size=world_size, steps=steps, epochs=hp.epochs, seconds=round(seconds, 2),
-            torch_version=torch.__version__,
+            recipe=recipe.name, job_name=run.job_name, dataset_version=data.version,
+            hyperparameters=hp.recorded(), device=run.device, world_size=run.world_size, steps=run.steps,
+            epochs=hp.epochs, seconds=round(run.seconds, 2), torch_version=torch.__version__,
         ),
-    )
-    return write_manifest(out, manifest)
+    ))
