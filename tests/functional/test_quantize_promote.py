@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.parser import ValidationError
 
 from lambdaforge.artifact import pack_dir
 from lambdaforge.local.context import LocalLambdaContext
-from lambdaforge.registry import Registry, RegistryError
+from lambdaforge.registry import Catalog, RegistryError
 from tests.functional import moto_stack
 from tests.functional.moto_stack import Stack
 
@@ -54,7 +54,7 @@ def test_quantize_writes_a_versioned_candidate_and_a_retry_makes_no_second(stack
     written = keys(stack, "models/digits/v000001/")
     assert "models/digits/v000001/manifest.json" in written and "models/digits/v000001/model.onnx" in written
     assert "models/digits/v000001/quantization_report.json" in written
-    registry = Registry(stack.registry_table)
+    registry = Catalog(stack.registry_table)
     record = registry.version("digits", 1)
     assert record.training_job == JOB and record.status == "candidate" and record.metrics["accuracy"] > 0.9
     assert registry.state("digits").candidate == 1 and registry.state("digits").live is None
@@ -69,7 +69,7 @@ def test_a_failed_gate_writes_a_report_and_no_version(stack: Stack, digits_model
     assert out["gate_passed"] is False and "below the floor" in out["gate_reason"]
     assert out["report_uri"].endswith(f"reports/digits/{JOB}/quantization_report.json")
     assert keys(stack, "models/") == []
-    assert Registry(stack.registry_table).versions("digits") == []
+    assert Catalog(stack.registry_table).versions("digits") == []
 
 
 def _evil_tar(member: str, *, link: bool = False) -> bytes:
@@ -139,7 +139,7 @@ def alias(stack: Stack) -> tuple[str, dict[str, float]]:
 def add_versions(stack: Stack, *versions: int) -> None:
     from lambdaforge.registry import VersionRecord
 
-    registry = Registry(stack.registry_table)
+    registry = Catalog(stack.registry_table)
     for v in versions:
         assert registry.allocate_version("digits") == v
         registry.put_version(VersionRecord(recipe="digits", version=v,
@@ -160,7 +160,7 @@ def test_first_model_goes_live_then_a_canary_then_all_traffic_then_rollback(stac
     v1 = first["lambda_version"]
     assert v1 != code_version and alias(stack) == (v1, {})
     assert pinned_model(stack, v1).endswith("/models/digits/v000001/")
-    registry = Registry(stack.registry_table)
+    registry = Catalog(stack.registry_table)
     assert registry.state("digits").live == 1
 
     canary = promote(stack, "canary", 2)
@@ -209,4 +209,4 @@ def test_a_firing_alarm_aborts_the_canary(stack: Stack) -> None:
     with pytest.raises(Exception, match="lf-errors fired during the canary"):
         promote(stack, "finalize", 2)
     assert alias(stack) == (v1, {})
-    assert Registry(stack.registry_table).state("digits").live == 1
+    assert Catalog(stack.registry_table).state("digits").live == 1

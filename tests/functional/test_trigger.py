@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from lambdaforge.local.context import LocalLambdaContext
-from lambdaforge.registry import Registry
+from lambdaforge.registry import Runs
 from lambdaforge.training import METRIC_DEFINITIONS
 from tests.functional import moto_stack
 from tests.functional.moto_stack import Stack
@@ -46,7 +46,7 @@ def test_an_upload_starts_one_run_with_the_training_contract(stack: Stack) -> No
     assert stack.client("s3").head_object(Bucket=stack.artifacts_bucket, Key=key)["ContentLength"] > 1000
     assert payload["training"]["metric_definitions"] == METRIC_DEFINITIONS
     assert payload["training"]["job_name"].startswith("lf-digits-") and len(payload["training"]["job_name"]) <= 63
-    state = Registry(stack.registry_table).state("digits")
+    state = Runs(stack.registry_table).state("digits")
     assert state.running == execution["name"]
 
 
@@ -82,7 +82,7 @@ def test_a_bad_upload_starts_nothing_and_is_announced(stack: Stack, key: str, bo
     messages = stack.notifications()
     assert len(messages) == 1 and reason in messages[0]
     recipe = "digits" if "digits" in key else "_rejected"
-    runs = Registry(stack.registry_table).runs(recipe)
+    runs = Runs(stack.registry_table).log(recipe)
     assert runs and runs[0]["status"] == "REJECTED"
 
 
@@ -121,14 +121,14 @@ def test_data_during_a_run_is_coalesced_and_starts_when_the_run_ends(stack: Stac
     assert first["status"] == "started"
     assert second["status"] == "queued" and third["status"] == "queued"
     assert len(stack.executions()) == 1  # never two training runs for one recipe
-    pending = Registry(stack.registry_table).state("digits").pending
+    pending = Runs(stack.registry_table).state("digits").pending
     assert pending is not None and pending["key"] == "data/digits/c.csv"  # the newest waits; b is superseded
     released = call(stack, {"action": "release", "recipe": "digits", "execution": first["execution"],
                             "status": "SUCCEEDED"})
     assert released["status"] == "started" and released["execution"] == third["execution"]
     names = {e["name"] for e in stack.executions()}
     assert names == {first["execution"], third["execution"]}
-    state = Registry(stack.registry_table).state("digits")
+    state = Runs(stack.registry_table).state("digits")
     assert state.running == third["execution"] and state.pending is None
     # a second release of the same execution is harmless
     again = call(stack, {"action": "release", "recipe": "digits", "execution": first["execution"],

@@ -16,7 +16,7 @@ from lambdaforge.local.cloud import LocalCloud
 from lambdaforge.local.gateway import LocalGateway
 from lambdaforge.local.up import RunResult, follow, start_gateway, upload_path, wait_for_new_execution
 from lambdaforge.recipes import get_recipe
-from lambdaforge.registry import Registry
+from lambdaforge.registry import Catalog, Runs
 
 
 @dataclass
@@ -31,13 +31,18 @@ class Pipeline:
     def bucket(self) -> str:
         return self.cloud.outputs["DataBucketName"]
 
-    def registry(self) -> Registry:
+    def _registry_table(self) -> Any:
         import boto3
 
         table = boto3.resource("dynamodb", region_name="us-east-1", endpoint_url=self.cloud.endpoint,
                                aws_access_key_id="testing", aws_secret_access_key="testing")
-        return Registry(self.cloud.outputs["RegistryTableName"],
-                        table=table.Table(self.cloud.outputs["RegistryTableName"]))
+        return table.Table(self.cloud.outputs["RegistryTableName"])
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.cloud.outputs["RegistryTableName"], table=self._registry_table())
+
+    def runs(self) -> Runs:
+        return Runs(self.cloud.outputs["RegistryTableName"], table=self._registry_table())
 
     def upload(self, path: Path, name: str | None = None, recipe: str = "digits") -> str:
         return upload_path(self.cloud.client("s3"), self.bucket, recipe, path, name)

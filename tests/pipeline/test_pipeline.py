@@ -40,8 +40,8 @@ def test_1_first_upload_makes_version_1_live_and_answering(pipeline: Pipeline) -
     r = pipeline.predict([ONE])
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "1"
     assert r.json()["model"]["version"] == "digits-v1"
-    state = pipeline.registry().state("digits")
-    assert (state.live, state.running) == (1, None)
+    state, run_state = pipeline.catalog().state("digits"), pipeline.runs().state("digits")
+    assert (state.live, run_state.running) == (1, None)
     print(f"digits pipeline, upload to answering: {time.time() - started:.1f} s")
 
 
@@ -74,9 +74,9 @@ def test_2_second_upload_makes_version_2_live_and_keeps_version_1(pipeline: Pipe
     succeeded(pipeline, run)
     assert failures == [] and answered[0] > 20, failures[:5]
     assert model_version(pipeline) == "digits-v2"
-    state = pipeline.registry().state("digits")
+    state = pipeline.catalog().state("digits")
     assert (state.live, state.previous) == (2, 1)
-    v1 = pipeline.registry().version("digits", 1)
+    v1 = pipeline.catalog().version("digits", 1)
     assert v1.lambda_version == v1_lambda and v1.status == "previous"
 
 
@@ -107,11 +107,11 @@ def test_3_duplicate_events_start_one_run(pipeline: Pipeline) -> None:
     assert sum(e["name"] == first.execution for e in executions) == 1
     assert len(executions) == len(pipeline.known)
     succeeded(pipeline, first)
-    assert pipeline.registry().state("digits").live == 3
+    assert pipeline.catalog().state("digits").live == 3
 
 
 def test_4_bad_data_fails_the_run_and_leaves_live_alone(pipeline: Pipeline) -> None:
-    live_before, alias_before = pipeline.registry().state("digits").live, pipeline.alias_version()
+    live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
     pipeline.notifications()  # start from an empty inbox
     bad = pipeline.data.parent / "bad.csv"
     bad.write_text("label,p0\n3,1\n")  # 63 pixel columns missing
@@ -120,10 +120,10 @@ def test_4_bad_data_fails_the_run_and_leaves_live_alone(pipeline: Pipeline) -> N
     assert run.status == "FAILED"
     assert run.error is not None and "TrainingJobFailed" in run.error and "missing column" in run.error
     assert pipeline.alias_version() == alias_before
-    state = pipeline.registry().state("digits")
-    assert state.live == live_before and state.running is None
-    assert state.last_failure is not None and state.last_failure["error"] == "TrainingJobFailed"
-    runs = {r["sk"]: r for r in pipeline.registry().runs("digits", limit=20)}
+    state, run_state = pipeline.catalog().state("digits"), pipeline.runs().state("digits")
+    assert state.live == live_before and run_state.running is None
+    assert run_state.last_failure is not None and run_state.last_failure["error"] == "TrainingJobFailed"
+    runs = {r["sk"]: r for r in pipeline.runs().log("digits", limit=20)}
     assert runs[f"run#{run.execution}"]["status"] == "FAILED"
     messages = pipeline.notifications()
     assert len(messages) == 1 and run.execution in messages[0] and "did not change" in messages[0]
@@ -137,23 +137,23 @@ def test_5_a_failed_gate_promotes_nothing(pipeline: Pipeline) -> None:
     lam.update_function_configuration(FunctionName=quantize,  # an operator raises the bar
                                       Environment={"Variables": {**env, "MIN_ACCURACY": "0.999"}})
     try:
-        live_before, alias_before = pipeline.registry().state("digits").live, pipeline.alias_version()
-        versions_before = len(pipeline.registry().versions("digits"))
+        live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
+        versions_before = len(pipeline.catalog().versions("digits"))
         pipeline.notifications()
         pipeline.upload_folder("weak", epochs=1)
         run = pipeline.next_run()
         assert run.status == "FAILED" and run.error is not None and "AccuracyGateFailed" in run.error
         assert "PromoteCanary" not in run.states
         assert pipeline.alias_version() == alias_before
-        assert pipeline.registry().state("digits").live == live_before
-        assert len(pipeline.registry().versions("digits")) == versions_before
+        assert pipeline.catalog().state("digits").live == live_before
+        assert len(pipeline.catalog().versions("digits")) == versions_before
         assert len(pipeline.notifications()) == 1
     finally:
         lam.update_function_configuration(FunctionName=quantize, Environment={"Variables": env})
 
 
 def test_6_rollback_returns_to_the_previous_version(pipeline: Pipeline) -> None:
-    state = pipeline.registry().state("digits")
+    state = pipeline.catalog().state("digits")
     live, previous = state.live, state.previous
     assert live is not None and previous is not None
     out = pipeline.cloud.client("lambda").invoke(FunctionName=pipeline.cloud.physical["PromoteFunction"],
@@ -162,7 +162,7 @@ def test_6_rollback_returns_to_the_previous_version(pipeline: Pipeline) -> None:
     answer = json.loads(out["Payload"].read())
     assert (answer["from_version"], answer["to_version"]) == (live, previous)
     assert model_version(pipeline) == f"digits-v{previous}"
-    assert pipeline.alias_version() == pipeline.registry().version("digits", previous).lambda_version
+    assert pipeline.alias_version() == pipeline.catalog().version("digits", previous).lambda_version
 
 
 def test_7_the_cli_works_against_the_local_cloud(pipeline: Pipeline) -> None:
@@ -179,7 +179,7 @@ def test_7_the_cli_works_against_the_local_cloud(pipeline: Pipeline) -> None:
     status = cli("status", "--local", "--json")
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
-    assert state["live"] == pipeline.registry().state("digits").live
+    assert state["live"] == pipeline.catalog().state("digits").live
     assert state["alias"]["version"] == pipeline.alias_version()
     assert len(state["versions"]) >= 3 and any(r["status"] == "FAILED" for r in state["runs"])
 
@@ -190,10 +190,10 @@ def test_7_the_cli_works_against_the_local_cloud(pipeline: Pipeline) -> None:
     training = cli("logs", "training", "--local")
     assert training.returncode == 0 and "[lambdaforge]" in training.stdout
 
-    before = pipeline.registry().state("digits")
+    before = pipeline.catalog().state("digits")
     back = cli("rollback", "--local", "--yes")
     assert back.returncode == 0, back.stdout + back.stderr
-    after = pipeline.registry().state("digits")
+    after = pipeline.catalog().state("digits")
     assert after.live == before.previous
 
     uploaded = cli("upload", str(pipeline.data), "--local", "--name", "from-cli.csv")

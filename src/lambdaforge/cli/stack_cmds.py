@@ -121,20 +121,21 @@ def status(
 ) -> None:
     """The live, previous and candidate models, the versions, and the recent runs."""
     from lambdaforge.cloud.stack import resolve_stack
-    from lambdaforge.registry import Registry
+    from lambdaforge.registry import Catalog, Runs, keys
 
     ref = resolve_stack(stack, region, local=local)
     target = recipe or ref.outputs.get("Recipe", "digits")
     table_name = ref.output("RegistryTableName")
-    registry = Registry(table_name, table=ref.resource("dynamodb").Table(table_name))
-    state = registry.state(target)
-    versions = sorted(registry.versions(target), key=lambda v: v.version)
-    runs = registry.runs(target, limit=10)
+    catalog = Catalog(table_name, table=ref.resource("dynamodb").Table(table_name))
+    coordination = Runs(table_name, table=catalog.table)
+    state, run_state = catalog.state(target), coordination.state(target)
+    versions = sorted(catalog.versions(target), key=lambda v: v.version)
+    runs = coordination.log(target, limit=10)
     alias = ref.client("lambda").get_alias(FunctionName=ref.output("InferenceFunctionName"), Name="live")
     if as_json:
         console.print_json(json.dumps({"recipe": target, "live": state.live, "previous": state.previous,
-                                       "candidate": state.candidate, "running": state.running,
-                                       "pending": state.pending, "last_failure": state.last_failure,
+                                       "candidate": state.candidate, "running": run_state.running,
+                                       "pending": run_state.pending, "last_failure": run_state.last_failure,
                                        "alias": {"version": alias["FunctionVersion"],
                                                  "routing": (alias.get("RoutingConfig") or {}).get(
                                                      "AdditionalVersionWeights", {})},
@@ -150,11 +151,12 @@ def status(
                             + (f"; canary: {routing}" if routing else "") + ")")
     summary.add_row("previous", f"model v{_fmt(state.previous)}")
     summary.add_row("candidate", f"model v{_fmt(state.candidate)}")
-    summary.add_row("running", _fmt(state.running))
-    summary.add_row("waiting data", _fmt((state.pending or {}).get("key")))
-    if state.last_failure:
-        summary.add_row("last failure", f"{state.last_failure.get('execution')}: {state.last_failure.get('error')} "
-                                        f"{str(state.last_failure.get('cause'))[:200]}")
+    summary.add_row("running", _fmt(run_state.running))
+    summary.add_row("waiting data", _fmt((run_state.pending or {}).get("key")))
+    if run_state.last_failure:
+        summary.add_row("last failure", f"{run_state.last_failure.get('execution')}: "
+                                        f"{run_state.last_failure.get('error')} "
+                                        f"{str(run_state.last_failure.get('cause'))[:200]}")
     console.print(summary)
     table = Table(title="versions", title_justify="left")
     for col in ("version", "status", "accuracy", "quantization", "Lambda version", "training job", "created"):
@@ -167,7 +169,7 @@ def status(
     for col in ("run", "status", "dataset", "error"):
         runs_table.add_column(col)
     for run in runs:
-        runs_table.add_row(run["sk"].removeprefix("run#"), run.get("status", "-"), _fmt(run.get("dataset")),
+        runs_table.add_row(run["sk"].removeprefix(keys.RUN_SK_PREFIX), run.get("status", "-"), _fmt(run.get("dataset")),
                            _fmt(run.get("error")))
     console.print(runs_table)
 

@@ -13,7 +13,7 @@ from typing import Any
 from lambdaforge import envvars
 from lambdaforge.pipeline.errors import CanaryFailedError, PromotionError
 from lambdaforge.pipeline.settings import PipelineSettings
-from lambdaforge.registry import Registry, RegistryError
+from lambdaforge.registry import Catalog, UnpublishedVersionError
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class AliasState:
 
 class Promoter:
     def __init__(self, settings: PipelineSettings, *, lambda_client: Any = None, cloudwatch: Any = None,
-                 registry: Registry | None = None) -> None:
+                 catalog: Catalog | None = None) -> None:
         from lambdaforge.aws import client
 
         settings.need("inference_function", "registry_table")
@@ -33,7 +33,7 @@ class Promoter:
         self.alias = settings.inference_alias
         self.lam = lambda_client or client("lambda")
         self.cloudwatch = cloudwatch or (client("cloudwatch") if settings.canary_alarms else None)
-        self.registry = registry or Registry(settings.registry_table)
+        self.catalog = catalog or Catalog(settings.registry_table)
 
     def alias_state(self) -> AliasState:
         from botocore.exceptions import ClientError
@@ -52,7 +52,7 @@ class Promoter:
 
     def publish(self, recipe: str, version: int) -> str:
         """The Lambda version pinned to this model (published once; a retry reuses it)."""
-        record = self.registry.version(recipe, version)
+        record = self.catalog.version(recipe, version)
         if record.lambda_version:
             return record.lambda_version
         config = self.lam.get_function_configuration(FunctionName=self.fn)
@@ -64,7 +64,7 @@ class Promoter:
         published = self.lam.publish_version(FunctionName=self.fn,
                                              Description=f"lambdaforge {recipe} model v{version}"[:256])
         lambda_version = str(published["Version"])
-        self.registry.set_lambda_version(recipe, version, lambda_version)
+        self.catalog.set_lambda_version(recipe, version, lambda_version)
         return lambda_version
 
     def canary(self, recipe: str, version: int) -> dict[str, Any]:
@@ -72,10 +72,10 @@ class Promoter:
         current = self.alias_state()
         if current.version == new:
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "already live"}
-        if self.registry.state(recipe).live is None or self.settings.canary_weight <= 0:
+        if self.catalog.state(recipe).live is None or self.settings.canary_weight <= 0:
             # nothing is being served yet (or canaries are off): there is no traffic to protect
             self._set_alias(new)
-            self.registry.mark_live(recipe, version)
+            self.catalog.mark_live(recipe, version)
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model"}
         self._set_alias(current.version, {new: self.settings.canary_weight})
         return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight}
@@ -87,7 +87,7 @@ class Promoter:
         return [a["AlarmName"] for a in out.get("MetricAlarms", []) if a.get("StateValue") == "ALARM"]
 
     def finalize(self, recipe: str, version: int) -> dict[str, Any]:
-        record = self.registry.version(recipe, version)
+        record = self.catalog.version(recipe, version)
         if not record.lambda_version:
             raise PromotionError(f"{recipe} v{version} has no published Lambda version; run the canary step first")
         firing = self.alarms_firing()
@@ -96,14 +96,14 @@ class Promoter:
             raise CanaryFailedError(f"{recipe} v{version}: alarm(s) {', '.join(firing)} fired during the canary; "
                                     "traffic is back on the previous version")
         self._set_alias(record.lambda_version)
-        state = self.registry.mark_live(recipe, version)
+        state = self.catalog.mark_live(recipe, version)
         return {"lambda_version": record.lambda_version, "live": state.live, "previous": state.previous}
 
     def abort(self, recipe: str, version: int) -> dict[str, Any]:
         """Undo a canary: all traffic to the version the registry says is live."""
-        record = self.registry.version(recipe, version)
+        record = self.catalog.version(recipe, version)
         current = self.alias_state()
-        live = self.registry.live_model(recipe)
+        live = self.catalog.live_model(recipe)
         target = live.lambda_version if live and live.lambda_version else current.version
         if target == record.lambda_version and live and live.version != version:
             target = current.version
@@ -112,10 +112,10 @@ class Promoter:
         return {"lambda_version": target, "aborted": record.lambda_version}
 
     def rollback(self, recipe: str) -> dict[str, Any]:
-        state, target = self.registry.rollback_target(recipe)
+        state, target = self.catalog.rollback_target(recipe)
         if not target.lambda_version:
-            raise RegistryError(f"{recipe} v{target.version} was never published as a Lambda version")
+            raise UnpublishedVersionError(f"{recipe} v{target.version} was never published as a Lambda version")
         self._set_alias(target.lambda_version)
-        new_state = self.registry.mark_rolled_back(recipe, target.version)
+        new_state = self.catalog.mark_rolled_back(recipe, target.version)
         return {"from_version": state.live, "to_version": target.version, "lambda_version": target.lambda_version,
                 "live": new_state.live, "previous": new_state.previous}

@@ -17,20 +17,20 @@ from lambdaforge.pipeline.payloads import QuantizeRequest, QuantizeResult
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.quantize import from_mode, quantize_model_dir
 from lambdaforge.quantize.report import QuantizationReport
-from lambdaforge.registry import Registry, VersionRecord
+from lambdaforge.registry import Catalog, VersionRecord
 
 
 class QuantizeStep:
-    def __init__(self, settings: PipelineSettings, *, s3: Any = None, registry: Registry | None = None) -> None:
+    def __init__(self, settings: PipelineSettings, *, s3: Any = None, catalog: Catalog | None = None) -> None:
         from lambdaforge.aws import client
 
         settings.need("artifacts_bucket", "registry_table")
         self.settings = settings
         self.s3 = s3 or client("s3")
-        self.registry = registry or Registry(settings.registry_table)
+        self.catalog = catalog or Catalog(settings.registry_table)
 
     def run(self, req: QuantizeRequest) -> QuantizeResult:
-        existing = self.registry.version_for_job(req.recipe, req.training_job)
+        existing = self.catalog.version_for_job(req.recipe, req.training_job)
         if existing is not None:  # a retried step: the version already exists, say so again
             return QuantizeResult(gate_passed=True, gate_reason="already quantized", report_uri=existing.report_uri
                                   or "", version=existing.version, model_uri=existing.model_uri,
@@ -52,7 +52,7 @@ class QuantizeStep:
                 report_uri = self._upload_dir(out, f"reports/{req.recipe}/{req.training_job}/")
                 return QuantizeResult(gate_passed=False, gate_reason=report.gate_reason, report_uri=report_uri
                                       + "quantization_report.json", chosen=report.chosen)
-            version = self.registry.allocate_version(req.recipe)
+            version = self.catalog.allocate_version(req.recipe)
             prefix = f"models/{req.recipe}/v{version:06d}/"
             model_uri = self._upload_dir(out, prefix)
             record = VersionRecord(
@@ -61,7 +61,7 @@ class QuantizeStep:
                 quantization=report.chosen, training_job=req.training_job,
                 dataset_version=req.dataset_version or md.manifest.training.dataset_version,
                 execution=req.execution)
-            self.registry.put_version(record)
+            self.catalog.put_version(record)
         return QuantizeResult(gate_passed=True, gate_reason=report.gate_reason, report_uri=record.report_uri or "",
                               version=version, model_uri=model_uri, chosen=report.chosen, metrics=record.metrics)
 

@@ -17,7 +17,7 @@ from lambdaforge.pipeline.datasets import DatasetSpec, Upload, classify, job_nam
 from lambdaforge.pipeline.errors import UploadRejectedError
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
-from lambdaforge.registry import Registry
+from lambdaforge.registry import Runs
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def known_recipes() -> dict[str, tuple[str, ...]]:
 
 class Trigger:
     def __init__(self, settings: PipelineSettings, *, s3: Any = None, sfn: Any = None, sns: Any = None,
-                 registry: Registry | None = None) -> None:
+                 runs: Runs | None = None) -> None:
         from lambdaforge.aws import client
 
         settings.need("artifacts_bucket", "registry_table", "state_machine_arn")
@@ -47,7 +47,7 @@ class Trigger:
         self.s3 = s3 or client("s3")
         self.sfn = sfn or client("stepfunctions")
         self.sns = sns or client("sns")
-        self.registry = registry or Registry(settings.registry_table)
+        self.runs = runs or Runs(settings.registry_table)
 
     # --- uploads
     def on_upload(self, upload: Upload) -> TriggerOutcome:
@@ -69,7 +69,7 @@ class Trigger:
     def _reject(self, upload: Upload, reason: str) -> None:
         first = upload.key[len(self.settings.data_prefix):].split("/")[0]
         recipe = first if first in known_recipes() else "_rejected"  # uploaders do not name registry partitions
-        self.registry.record_run(recipe, f"rejected-{upload.digest[:16]}", "REJECTED", cause=reason, key=upload.key)
+        self.runs.record(recipe, f"rejected-{upload.digest[:16]}", "REJECTED", cause=reason, key=upload.key)
         self._notify(f"lambdaforge: upload rejected ({upload.key})"[:99], reason)
 
     def _notify(self, subject: str, message: str) -> None:
@@ -80,25 +80,25 @@ class Trigger:
     def start_or_queue(self, spec: DatasetSpec) -> TriggerOutcome:
         name = spec.run_name
         arn = self.settings.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
-        if not self.registry.acquire_run(spec.recipe, name, arn):
-            state = self.registry.state(spec.recipe)
+        if not self.runs.acquire(spec.recipe, name, arn):
+            state = self.runs.state(spec.recipe)
             if state.running and state.running_arn and not self._still_running(state.running_arn):
-                self.registry.force_release(spec.recipe, state.running)  # aborted or timed out: stale lock
+                self.runs.force_release(spec.recipe, state.running)  # aborted or timed out: stale lock
                 return self.start_or_queue(spec)
             if state.running == name:
                 return TriggerOutcome("duplicate", f"{name} is already running", name)
-            self.registry.set_pending(spec.recipe, spec.to_json())
-            self.registry.record_run(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=state.running)
+            self.runs.set_pending(spec.recipe, spec.to_json())
+            self.runs.record(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=state.running)
             return TriggerOutcome("queued", f"{spec.recipe} is busy with {state.running}; {name} waits "
                                             "(newer data replaces older waiting data)", name)
         try:
             started = self._start(spec)
         except Exception:
-            self.registry.force_release(spec.recipe, name)
+            self.runs.force_release(spec.recipe, name)
             raise
         if not started:
             return TriggerOutcome("duplicate", f"execution {name} already exists", name)
-        self.registry.record_run(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
+        self.runs.record(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
         return TriggerOutcome("started", f"started {name} for {spec.s3_uri}", name)
 
     def _still_running(self, execution_arn: str) -> bool:
@@ -141,8 +141,8 @@ class Trigger:
     def release(self, recipe: str, execution: str, status: str) -> TriggerOutcome:
         """The end of a run: unlock, record, and start the coalesced pending dataset if there is one."""
         if status == "SUCCEEDED":
-            self.registry.record_run(recipe, execution, "SUCCEEDED")
-        pending = self.registry.release_run(recipe, execution)
+            self.runs.record(recipe, execution, "SUCCEEDED")
+        pending = self.runs.release(recipe, execution)
         if not pending:
             return TriggerOutcome("released", f"{execution} finished; nothing waiting", execution)
         outcome = self.start_or_queue(DatasetSpec.from_json(pending))

@@ -32,9 +32,9 @@ def resolve_location(explicit: str | None = None) -> str:
         return uri
     table, recipe = os.environ.get(envvars.REGISTRY_TABLE), os.environ.get(envvars.RECIPE)
     if table and recipe:
-        from lambdaforge.registry import Registry
+        from lambdaforge.registry import Catalog
 
-        live = Registry(table).live_model(recipe)
+        live = Catalog(table).live_model(recipe)
         if live is None:
             raise ModelNotReadyError(f"no model has been promoted for recipe {recipe!r} yet")
         return live.model_uri

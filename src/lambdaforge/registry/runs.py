@@ -1,0 +1,116 @@
+"""Run coordination: at most one retraining run per recipe, data arriving meanwhile coalesced, and a run log.
+
+The lock (`running`) and the one `pending` dataset live in the recipe's state item beside the
+catalogue's pointers (catalog.py), which this module never touches. The workflow's failure path writes
+the run log and `last_failure` itself (the ASL's RecordFailure and RecordLastFailure, same layout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lambdaforge.registry import keys
+from lambdaforge.registry.keys import RunStatus
+from lambdaforge.registry.store import condition_failed, now, open_table, plain, read_state, to_dynamo
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Who holds the recipe's lock, the dataset waiting for it, and the last failed run."""
+
+    recipe: str
+    running: str | None = None
+    running_arn: str | None = None
+    pending: dict[str, Any] | None = None
+    last_failure: dict[str, Any] | None = None
+
+    @classmethod
+    def from_item(cls, recipe: str, data: dict[str, Any]) -> RunState:
+        return cls(recipe=recipe, running=data.get(keys.RUNNING), running_arn=data.get(keys.RUNNING_ARN),
+                   pending=data.get(keys.PENDING), last_failure=data.get(keys.LAST_FAILURE))
+
+
+class Runs:
+    def __init__(self, table_name: str, *, table: Any = None) -> None:
+        self.table = open_table(table_name, table)
+
+    def state(self, recipe: str) -> RunState:
+        return RunState.from_item(recipe, read_state(self.table, recipe))
+
+    # --- the lock
+    def acquire(self, recipe: str, execution: str, execution_arn: str) -> bool:
+        """Take the recipe's lock for `execution` (again, if it already holds it); False if another holds it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.update_item(
+                Key=keys.state_key(recipe),
+                UpdateExpression=f"SET {keys.RUNNING} = :e, {keys.RUNNING_ARN} = :a, {keys.RUNNING_SINCE} = :t",
+                ConditionExpression=f"attribute_not_exists({keys.RUNNING}) OR {keys.RUNNING} = :e",
+                ExpressionAttributeValues={":e": execution, ":a": execution_arn, ":t": now()})
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def force_release(self, recipe: str, execution: str) -> None:
+        """Drop a lock whose execution is no longer running (it was aborted or timed out)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.update_item(Key=keys.state_key(recipe),
+                                   UpdateExpression=f"REMOVE {keys.RUNNING}, {keys.RUNNING_ARN}",
+                                   ConditionExpression=f"{keys.RUNNING} = :e",
+                                   ExpressionAttributeValues={":e": execution})
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+
+    def release(self, recipe: str, execution: str) -> dict[str, Any] | None:
+        """Release the lock held by `execution`; return (and clear) the pending dataset, if any."""
+        from botocore.exceptions import ClientError
+
+        try:
+            out = self.table.update_item(
+                Key=keys.state_key(recipe),
+                UpdateExpression=f"REMOVE {keys.RUNNING}, {keys.RUNNING_ARN}, {keys.PENDING}",
+                ConditionExpression=f"{keys.RUNNING} = :e", ExpressionAttributeValues={":e": execution},
+                ReturnValues="ALL_OLD")
+        except ClientError as exc:
+            if condition_failed(exc):
+                return None
+            raise
+        pending = out.get("Attributes", {}).get(keys.PENDING)
+        return plain(pending) if pending else None
+
+    # --- the pending queue (one slot: the newest dataset wins)
+    def set_pending(self, recipe: str, dataset: dict[str, Any]) -> None:
+        """The newest dataset waiting for the running run to end; an older pending one is replaced."""
+        self.table.update_item(Key=keys.state_key(recipe),
+                               UpdateExpression=f"SET {keys.PENDING} = :d, {keys.UPDATED_AT} = :t",
+                               ExpressionAttributeValues={":d": to_dynamo(dataset), ":t": now()})
+
+    # --- the run log
+    def record(self, recipe: str, execution: str, status: RunStatus, *, dataset: str | None = None,
+               dataset_version: str | None = None, behind: str | None = None, cause: str | None = None,
+               key: str | None = None) -> None:
+        """Write the run's status and whichever details are given (None leaves an attribute as it is)."""
+        attrs = {keys.DATASET: dataset, keys.DATASET_VERSION: dataset_version, keys.BEHIND: behind,
+                 keys.CAUSE: cause, keys.UPLOAD_KEY: key}
+        given = {k: v for k, v in attrs.items() if v is not None}
+        names = {"#s": keys.STATUS, **{f"#{k}": k for k in given}}  # names may be DynamoDB reserved words
+        values = {":s": status, ":t": now(), **{f":{k}": to_dynamo(v) for k, v in given.items()}}
+        sets = ["#s = :s", f"{keys.UPDATED_AT} = :t", f"{keys.STARTED_AT} = if_not_exists({keys.STARTED_AT}, :t)"]
+        sets += [f"#{k} = :{k}" for k in given]
+        self.table.update_item(Key=keys.run_key(recipe, execution), UpdateExpression="SET " + ", ".join(sets),
+                               ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def log(self, recipe: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to `limit` of the recipe's runs, in descending sort-key order."""
+        from boto3.dynamodb.conditions import Key
+
+        condition = Key(keys.PK).eq(keys.recipe_pk(recipe)) & Key(keys.SK).begins_with(keys.RUN_SK_PREFIX)
+        page = self.table.query(KeyConditionExpression=condition, ScanIndexForward=False, Limit=limit)
+        return [plain(i) for i in page.get("Items", [])]
