@@ -1,6 +1,9 @@
-"""Write the API Gateway HTTP API (payload format 2.0) event fixtures under tests/events/.
+"""Write the event fixtures under tests/events/, the one source of the events the tests send.
 
-The base event follows AWS's documented example; each fixture changes method, path and body.
+Each base event has the shape `sam local generate-event` (and AWS's documented examples) give:
+API Gateway HTTP API payload 2.0 (`apigateway http-api-proxy`), an S3 put notification (`s3 put`),
+and EventBridge events (the S3 "Object Created" notification, an EC2 state change). Each fixture
+changes only what it is about; tests override single fields with `tests.conftest.load_event`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,63 @@ BASE = {
     "isBase64Encoded": False,
 }
 
+S3_PUT = {
+    "Records": [
+        {
+            "eventVersion": "2.0",
+            "eventSource": "aws:s3",
+            "awsRegion": "us-east-1",
+            "eventTime": "1970-01-01T00:00:00.000Z",
+            "eventName": "ObjectCreated:Put",
+            "userIdentity": {"principalId": "EXAMPLE"},
+            "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+            "responseElements": {"x-amz-request-id": "EXAMPLE123456789",
+                                 "x-amz-id-2": "EXAMPLE123/5678abcdefghijklambdaisawesome/mnopqrstuvwxyzABCDEFGH"},
+            "s3": {
+                "s3SchemaVersion": "1.0",
+                "configurationId": "testConfigRule",
+                "bucket": {"name": "lf-data", "ownerIdentity": {"principalId": "EXAMPLE"},
+                           "arn": "arn:aws:s3:::lf-data"},
+                "object": {"key": "data/digits/batch-1.csv", "size": 1024,
+                           "eTag": "0123456789abcdef0123456789abcdef", "sequencer": "0A1B2C3D4E5F678901"},
+            },
+        },
+    ],
+}
+
+EVENTBRIDGE_S3_OBJECT_CREATED = {
+    "version": "0",
+    "id": "17793124-05d4-b198-2fde-7ededc63b103",
+    "detail-type": "Object Created",
+    "source": "aws.s3",
+    "account": "123456789012",
+    "time": "2026-11-22T10:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:s3:::lf-data"],
+    "detail": {
+        "version": "0",
+        "bucket": {"name": "lf-data"},
+        "object": {"key": "data/digits/batch-1.csv", "size": 1024, "etag": "b1946ac92492d2347c6235b4d2611184",
+                   "version-id": "IYV3p45BT0ac8hjHg1houSdS1a.Mro8e", "sequencer": "00617F08299329D189"},
+        "request-id": "N4N7GDK58NMKJ12R",
+        "requester": "123456789012",
+        "source-ip-address": "203.0.113.7",
+        "reason": "PutObject",
+    },
+}
+
+EVENTBRIDGE_EC2_STATE_CHANGE = {
+    "version": "0",
+    "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+    "detail-type": "EC2 Instance State-change Notification",
+    "source": "aws.ec2",
+    "account": "123456789012",
+    "time": "2026-11-22T10:00:00Z",
+    "region": "us-east-1",
+    "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-abcd1111"],
+    "detail": {"instance-id": "i-abcd1111", "state": "pending"},
+}
+
 DIGIT_ZERO = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8,
               0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0,
               0, 0]
@@ -83,6 +143,9 @@ FIXTURES: dict[str, dict[str, object]] = {
     "apigw_predict_malformed.json": event("POST", "/predict", raw='{"instances": [1, 2'),
     "apigw_predict_empty_batch.json": event("POST", "/predict", {"instances": []}),
     "apigw_unknown_route.json": event("GET", "/nope"),
+    "s3_put.json": S3_PUT,
+    "eventbridge_s3_object_created.json": EVENTBRIDGE_S3_OBJECT_CREATED,
+    "eventbridge_ec2_state_change.json": EVENTBRIDGE_EC2_STATE_CHANGE,
 }
 
 

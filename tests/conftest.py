@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,22 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.setdefault("AWS_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
+
+
+def load_event(name: str, overrides: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """The event fixture tests/events/<name>.json (written by scripts/make_events.py), with the fields a
+    test varies replaced by dotted path, e.g. {"detail.object.key": key}; a path that does not exist
+    in the fixture is an error, so a test cannot invent fields the real event lacks."""
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    for path, value in (overrides or {}).items():
+        *parents, last = path.split(".")
+        node: Any = event
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if last not in node:
+            raise KeyError(f"{name}.json has no field {path!r}")
+        node[last] = value
+    return event
 
 
 def train_model(out_root: Path, recipe: str, hps: dict[str, object] | None = None) -> Path:

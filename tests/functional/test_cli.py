@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,23 +16,23 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
                           cwd=cwd, timeout=600, check=False)
 
 
-def test_errors_are_messages_not_tracebacks(tmp_path: Path) -> None:
-    cases = [
-        (("quantize", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")), 2,
-         "missing: not a directory"),
-        (("train", "--recipe", "nope"), 2, "unknown recipe 'nope'"),
-        (("quantize", "--model", str(tmp_path), "--out", str(tmp_path / "o"), "--mode", "int4"), 2,
-         "mode must be one of"),
-        (("serve", "--model", str(tmp_path)), 2, "no manifest.json"),
-        (("train", "--hp", "epochs"), 2, "is not key=value"),
-        (("train", "--data", str(tmp_path / "nodata.csv")), 2, "nodata.csv: data path does not exist"),
-    ]
-    for args, code, message in cases:
-        proc = cli(*args)
-        output = " ".join((proc.stdout + proc.stderr).split())  # rich wraps long lines
-        assert proc.returncode == code, (args, proc.returncode, output)
-        assert message in output, (args, output)
-        assert "Traceback" not in output, (args, output)
+@pytest.mark.parametrize(("args", "code", "message"), [  # {tmp} stands for the test's temporary directory
+    pytest.param(("quantize", "--model", "{tmp}/missing", "--out", "{tmp}/o"), 2, "missing: not a directory",
+                 id="quantize-missing-model"),
+    pytest.param(("train", "--recipe", "nope"), 2, "unknown recipe 'nope'", id="train-unknown-recipe"),
+    pytest.param(("quantize", "--model", "{tmp}", "--out", "{tmp}/o", "--mode", "int4"), 2, "mode must be one of",
+                 id="quantize-unknown-mode"),
+    pytest.param(("serve", "--model", "{tmp}"), 2, "no manifest.json", id="serve-without-manifest"),
+    pytest.param(("train", "--hp", "epochs"), 2, "is not key=value", id="train-hp-not-key-value"),
+    pytest.param(("train", "--data", "{tmp}/nodata.csv"), 2, "nodata.csv: data path does not exist",
+                 id="train-missing-data"),
+])
+def test_errors_are_messages_not_tracebacks(tmp_path: Path, args: tuple[str, ...], code: int, message: str) -> None:
+    proc = cli(*(a.format(tmp=tmp_path) for a in args))
+    output = " ".join((proc.stdout + proc.stderr).split())  # rich wraps long lines
+    assert proc.returncode == code, (args, proc.returncode, output)
+    assert message in output, (args, output)
+    assert "Traceback" not in output, (args, output)
 
 
 def test_a_failed_training_names_the_file_and_line(tmp_path: Path) -> None:

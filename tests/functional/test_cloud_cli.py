@@ -211,17 +211,18 @@ def test_train_cloud_submits_the_harness_with_spot_checkpoints_and_metrics(monke
             download_model(s3, described, Path("/tmp/never"))
 
 
-def test_train_cloud_refuses_a_bad_spec() -> None:
+@pytest.mark.parametrize(("changes", "message"), [
+    pytest.param({"data_uri": "/local/file.csv"}, "must be an s3:// URI", id="local-data"),
+    pytest.param({"role_arn": ""}, "role ARN", id="no-role"),
+    pytest.param({"max_runtime_s": 100, "max_wait_s": 50}, "at least the maximum runtime", id="wait-under-runtime"),
+])
+def test_train_cloud_refuses_a_bad_spec(changes: dict[str, Any], message: str) -> None:
     from lambdaforge.cloud.training import CloudTrainingSpec
 
     base = {"recipe": "digits", "role_arn": "arn:aws:iam::1:role/x", "bucket": "b", "region": "us-east-1",
-            "training_image": "img"}
-    with pytest.raises(CloudError, match="must be an s3:// URI"):
-        CloudTrainingSpec(data_uri="/local/file.csv", **base).validate()
-    with pytest.raises(CloudError, match="role ARN"):
-        CloudTrainingSpec(data_uri="s3://b/k", **{**base, "role_arn": ""}).validate()
-    with pytest.raises(CloudError, match="at least the maximum runtime"):
-        CloudTrainingSpec(data_uri="s3://b/k", max_runtime_s=100, max_wait_s=50, **base).validate()
+            "training_image": "img", "data_uri": "s3://b/k"}
+    with pytest.raises(CloudError, match=message):
+        CloudTrainingSpec(**{**base, **changes}).validate()
 
 
 # ---------------------------------------------------------------- invoke with auth, against the local gateway

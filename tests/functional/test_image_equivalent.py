@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from lambdaforge.bundle import image_env
+from tests.conftest import EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_PYTHON = ROOT / ".venv-image" / "bin" / "python"
-EVENTS = ROOT / "tests" / "events"
 
 RUNNER = r"""
 import json, sys, time

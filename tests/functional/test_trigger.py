@@ -12,6 +12,7 @@ import pytest
 from lambdaforge.local.context import LocalLambdaContext
 from lambdaforge.registry import Runs
 from lambdaforge.training import METRIC_DEFINITIONS
+from tests.conftest import load_event
 from tests.functional import moto_stack
 from tests.functional.moto_stack import Stack
 
@@ -144,8 +145,16 @@ def test_a_stale_lock_does_not_block_new_data(stack: Stack) -> None:
     assert first["status"] == "started" and second["status"] == "started"
 
 
-def test_events_that_are_not_uploads_are_ignored(stack: Stack) -> None:
-    out = call(stack, {"source": "aws.ec2", "detail-type": "EC2 Instance State-change Notification", "detail": {}})
+@pytest.mark.parametrize("name", [
+    "eventbridge_ec2_state_change",
+    "s3_put",  # a direct S3 notification: the stack routes uploads through EventBridge only
+])
+def test_events_that_are_not_uploads_are_ignored(stack: Stack, name: str) -> None:
+    out = call(stack, load_event(name))
     assert out["status"] == "ignored"
+    assert stack.executions() == []
+
+
+def test_a_release_with_an_unknown_status_is_refused(stack: Stack) -> None:
     with pytest.raises(Exception, match="status"):
         call(stack, {"action": "release", "recipe": "digits", "execution": "x-1", "status": "MAYBE"})

@@ -1,9 +1,15 @@
-"""The whole pipeline in the embedded cloud: one local cloud (and its gateway) per test module."""
+"""The whole pipeline in the embedded cloud: one local cloud (and its gateway) per session.
+
+What several tests need is built by session fixtures, once, whichever test asks first: the first
+promotion on the fresh stack and a failed run. Each is recorded as observed, so the test about it
+asserts on what happened even when other tests ran first. A test that needs an earlier version to
+go back to promotes one itself (`promoted_again`). No test relies on another test having run."""
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +22,10 @@ from lambdaforge.local.cloud import LocalCloud
 from lambdaforge.local.gateway import LocalGateway
 from lambdaforge.local.up import RunResult, follow, start_gateway, upload_path, wait_for_new_execution
 from lambdaforge.recipes import get_recipe
-from lambdaforge.registry import Catalog, Runs
+from lambdaforge.registry import Catalog, CatalogState, Runs, RunState
+
+ONE = [0, 0, 0, 2, 16, 16, 2, 0, 0, 0, 0, 4, 16, 16, 2, 0, 0, 1, 4, 12, 16, 12, 0, 0, 0, 7, 16, 16, 16, 12, 0, 0,
+       0, 0, 3, 10, 16, 14, 0, 0, 0, 0, 0, 8, 16, 12, 0, 0, 0, 0, 0, 6, 16, 16, 2, 0, 0, 0, 0, 2, 12, 15, 4, 0]
 
 
 @dataclass
@@ -77,13 +86,23 @@ class Pipeline:
                 sqs.delete_message(QueueUrl=self.inbox_url, ReceiptHandle=m["ReceiptHandle"])
         return out
 
+    def executions(self) -> list[dict[str, Any]]:
+        sfn = self.cloud.client("stepfunctions")
+        out: list[dict[str, Any]] = sfn.list_executions(stateMachineArn=self.cloud.outputs["StateMachineArn"])[
+            "executions"]
+        return out
+
+    def next_version(self) -> int:
+        """The number the next model that passes its gate gets (numbers are given out after the gate)."""
+        return max((v.version for v in self.catalog().versions("digits")), default=0) + 1
+
     def alias_version(self) -> str:
         out = self.cloud.client("lambda").get_alias(FunctionName=self.cloud.outputs["InferenceFunctionName"],
                                                     Name="live")
         return str(out["FunctionVersion"])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("local-cloud")
     cloud = LocalCloud(state_dir=state, parameters={"Recipe": "digits"})
@@ -106,3 +125,85 @@ def dump_logs(cloud: LocalCloud) -> str:
     for source, lines in cloud.recent_logs():
         out.append(f"== {source}\n" + "\n".join(lines[-25:]))
     return "\n".join(out)
+
+
+def succeeded(pipeline: Pipeline, run: RunResult) -> None:
+    assert run.status == "SUCCEEDED", f"{run.execution}: {run.error}\n{dump_logs(pipeline.cloud)}"
+
+
+def model_version(pipeline: Pipeline) -> str:
+    r = pipeline.predict([ONE])
+    assert r.status_code == 200, r.text
+    return str(r.json()["model"]["version"])
+
+
+@dataclass(frozen=True)
+class FirstPromotion:
+    """The first upload to the fresh stack, as observed."""
+
+    status_before: int  # what /predict answered before anything was promoted
+    run: RunResult
+    answer: requests.Response  # /predict right after the run
+    state: CatalogState  # the catalogue right after the run
+    run_state: RunState  # the run coordination right after the run
+    seconds: float  # from the upload to the answer
+
+
+@pytest.fixture(scope="session")
+def first_promotion(pipeline: Pipeline) -> FirstPromotion:
+    """Every test that uploads depends on this, so it is the first upload to the stack."""
+    status_before = pipeline.predict([ONE]).status_code
+    started = time.time()
+    pipeline.upload(pipeline.data, "first.csv")
+    run = pipeline.next_run()
+    answer = pipeline.predict([ONE])
+    return FirstPromotion(status_before=status_before, run=run, answer=answer,
+                          state=pipeline.catalog().state("digits"), run_state=pipeline.runs().state("digits"),
+                          seconds=time.time() - started)
+
+
+@pytest.fixture(scope="session")
+def live(pipeline: Pipeline, first_promotion: FirstPromotion) -> Pipeline:
+    """The pipeline with a model live and answering."""
+    succeeded(pipeline, first_promotion.run)
+    return pipeline
+
+
+@dataclass(frozen=True)
+class BadDataRun:
+    """A run on data with 63 of its 64 pixel columns missing, as observed."""
+
+    live_before: int | None
+    alias_before: str
+    run: RunResult
+    alias_after: str
+    state_after: CatalogState
+    run_state_after: RunState
+    run_status: str | None  # the run as the registry's run log records it
+    messages: list[str]  # the failure notifications it sent (the inbox was emptied first)
+    answer_after: requests.Response  # /predict after the run
+
+
+@pytest.fixture(scope="session")
+def bad_data_run(live: Pipeline) -> BadDataRun:
+    live_before, alias_before = live.catalog().state("digits").live, live.alias_version()
+    live.notifications()  # start from an empty inbox
+    bad = live.data.parent / "bad.csv"
+    bad.write_text("label,p0\n3,1\n")  # 63 pixel columns missing
+    live.upload(bad, "bad.csv")
+    run = live.next_run()
+    runs = {r["sk"]: r for r in live.runs().log("digits", limit=20)}
+    return BadDataRun(live_before=live_before, alias_before=alias_before, run=run, alias_after=live.alias_version(),
+                      state_after=live.catalog().state("digits"), run_state_after=live.runs().state("digits"),
+                      run_status=runs.get(f"run#{run.execution}", {}).get("status"),
+                      messages=live.notifications(), answer_after=live.predict([ONE]))
+
+
+@pytest.fixture
+def promoted_again(live: Pipeline) -> int:
+    """A new version promoted now, so that live has an earlier version to go back to; its number."""
+    version = live.next_version()
+    live.upload_folder(f"again-{uuid.uuid4().hex[:8]}", epochs=4)
+    succeeded(live, live.next_run())
+    assert live.catalog().state("digits").live == version
+    return version

@@ -1,52 +1,52 @@
-"""The pipeline as users meet it, in the embedded cloud, one step after another:
-first upload -> v1 live; second upload -> v2 live with v1 kept; duplicate events -> one run;
-bad data -> the run fails, v1/v2 untouched, the failure recorded and announced; a failed gate ->
-nothing promoted; rollback -> the previous version answers again; requests during a promotion
-all succeed."""
+"""The pipeline as users meet it, in the embedded cloud: the first upload -> v1 live; another upload
+-> a new version live with the old one kept; duplicate events -> one run; bad data -> the run fails,
+live untouched, the failure recorded and announced; a failed gate -> nothing promoted; rollback ->
+the previous version answers again; requests during a promotion all succeed.
+
+Each test runs alone (`pytest tests/pipeline -k <name>`): what it needs comes from fixtures
+(tests/pipeline/conftest.py), and its numbers are relative to the state it finds."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import requests
 
-from lambdaforge.local.up import RunResult
-from tests.pipeline.conftest import Pipeline, dump_logs
-
-ONE = [0, 0, 0, 2, 16, 16, 2, 0, 0, 0, 0, 4, 16, 16, 2, 0, 0, 1, 4, 12, 16, 12, 0, 0, 0, 7, 16, 16, 16, 12, 0, 0,
-       0, 0, 3, 10, 16, 14, 0, 0, 0, 0, 0, 8, 16, 12, 0, 0, 0, 0, 0, 6, 16, 16, 2, 0, 0, 0, 0, 2, 12, 15, 4, 0]
-
-
-def succeeded(pipeline: Pipeline, run: RunResult) -> None:
-    assert run.status == "SUCCEEDED", f"{run.execution}: {run.error}\n{dump_logs(pipeline.cloud)}"
-
-
-def model_version(pipeline: Pipeline) -> str:
-    r = pipeline.predict([ONE])
-    assert r.status_code == 200, r.text
-    return str(r.json()["model"]["version"])
+from tests.conftest import load_event
+from tests.pipeline.conftest import (
+    ONE,
+    BadDataRun,
+    FirstPromotion,
+    Pipeline,
+    model_version,
+    succeeded,
+)
 
 
-def test_1_first_upload_makes_version_1_live_and_answering(pipeline: Pipeline) -> None:
-    assert pipeline.predict([ONE]).status_code == 503  # nothing promoted yet: a clear 503, not a crash
-    started = time.time()
-    pipeline.upload(pipeline.data, "first.csv")
-    run = pipeline.next_run()
-    succeeded(pipeline, run)
+def test_the_first_upload_makes_version_1_live_and_answering(pipeline: Pipeline,
+                                                             first_promotion: FirstPromotion) -> None:
+    first = first_promotion
+    assert first.status_before == 503  # nothing promoted yet: a clear 503, not a crash
+    succeeded(pipeline, first.run)
     assert {"CreateTrainingJob", "DescribeTrainingJob", "Quantize", "PromoteCanary", "PromoteFinalize",
-            "Release"} <= set(run.states)
-    r = pipeline.predict([ONE])
-    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "1"
-    assert r.json()["model"]["version"] == "digits-v1"
-    state, run_state = pipeline.catalog().state("digits"), pipeline.runs().state("digits")
-    assert (state.live, run_state.running) == (1, None)
-    print(f"digits pipeline, upload to answering: {time.time() - started:.1f} s")
+            "Release"} <= set(first.run.states)
+    assert first.answer.status_code == 200 and first.answer.json()["predictions"][0]["label"] == "1"
+    assert first.answer.json()["model"]["version"] == "digits-v1"
+    assert (first.state.live, first.run_state.running) == (1, None)
+    print(f"digits pipeline, upload to answering: {first.seconds:.1f} s")
 
 
-def test_2_second_upload_makes_version_2_live_and_keeps_version_1(pipeline: Pipeline) -> None:
-    v1_lambda = pipeline.alias_version()
+def test_another_upload_under_traffic_makes_a_new_version_live_and_keeps_the_old_one(live: Pipeline) -> None:
+    pipeline = live
+    before = pipeline.catalog().state("digits")
+    assert before.live is not None
+    new = pipeline.next_version()
+    old_lambda = pipeline.alias_version()
     failures: list[str] = []
     answered = [0]
     stop = threading.Event()
@@ -73,64 +73,58 @@ def test_2_second_upload_makes_version_2_live_and_keeps_version_1(pipeline: Pipe
         thread.join()
     succeeded(pipeline, run)
     assert failures == [] and answered[0] > 20, failures[:5]
-    assert model_version(pipeline) == "digits-v2"
+    assert model_version(pipeline) == f"digits-v{new}"
     state = pipeline.catalog().state("digits")
-    assert (state.live, state.previous) == (2, 1)
-    v1 = pipeline.catalog().version("digits", 1)
-    assert v1.lambda_version == v1_lambda and v1.status == "previous"
+    assert (state.live, state.previous) == (new, before.live)
+    old = pipeline.catalog().version("digits", before.live)
+    assert old.lambda_version == old_lambda and old.status == "previous"
 
 
-def test_3_duplicate_events_start_one_run(pipeline: Pipeline) -> None:
+def test_duplicate_events_start_one_run(live: Pipeline) -> None:
+    pipeline = live
+    new = pipeline.next_version()
+    executions_before = len(pipeline.executions())
     s3 = pipeline.cloud.client("s3")
     s3.upload_file(str(pipeline.data), pipeline.bucket, "data/digits/dup/digits.csv")
     time.sleep(1)
-    assert pipeline.cloud.client("stepfunctions").list_executions(  # the file alone starts nothing
-        stateMachineArn=pipeline.cloud.outputs["StateMachineArn"])["executions"].__len__() == len(pipeline.known)
-    marker = s3.put_object(Bucket=pipeline.bucket, Key="data/digits/dup/_READY",
-                           Body=json.dumps({"hyperparameters": {"epochs": 4}}).encode())
+    assert len(pipeline.executions()) == executions_before  # the file alone starts nothing
+    body = json.dumps({"hyperparameters": {"epochs": 4}}).encode()
+    marker = s3.put_object(Bucket=pipeline.bucket, Key="data/digits/dup/_READY", Body=body)
     first = pipeline.next_run()
     # EventBridge delivers the same object-created event again (at-least-once delivery)
-    event = {"version": "0", "id": "duplicate-delivery", "detail-type": "Object Created", "source": "aws.s3",
-             "account": "123456789012", "time": "2026-11-22T10:00:00Z", "region": "us-east-1",
-             "resources": [f"arn:aws:s3:::{pipeline.bucket}"],
-             "detail": {"version": "0", "bucket": {"name": pipeline.bucket},
-                        "object": {"key": "data/digits/dup/_READY", "size": 28, "etag": marker["ETag"].strip('"'),
-                                   "version-id": marker["VersionId"], "sequencer": "0"},
-                        "request-id": "x", "requester": "123456789012", "reason": "PutObject"}}
+    event = load_event("eventbridge_s3_object_created", {
+        "id": "duplicate-delivery", "resources": [f"arn:aws:s3:::{pipeline.bucket}"],
+        "detail.bucket.name": pipeline.bucket, "detail.object.key": "data/digits/dup/_READY",
+        "detail.object.size": len(body), "detail.object.etag": marker["ETag"].strip('"'),
+        "detail.object.version-id": marker["VersionId"]})
     lam = pipeline.cloud.client("lambda")
     trigger = pipeline.cloud.physical["TriggerFunction"]
     answers = [json.loads(lam.invoke(FunctionName=trigger, Payload=json.dumps(event).encode())["Payload"].read())
                for _ in range(2)]
     assert all(a["execution"] == first.execution for a in answers), answers
-    executions = pipeline.cloud.client("stepfunctions").list_executions(
-        stateMachineArn=pipeline.cloud.outputs["StateMachineArn"])["executions"]
+    executions = pipeline.executions()
     assert sum(e["name"] == first.execution for e in executions) == 1
-    assert len(executions) == len(pipeline.known)
+    assert len(executions) == executions_before + 1
     succeeded(pipeline, first)
-    assert pipeline.catalog().state("digits").live == 3
+    assert pipeline.catalog().state("digits").live == new
 
 
-def test_4_bad_data_fails_the_run_and_leaves_live_alone(pipeline: Pipeline) -> None:
-    live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
-    pipeline.notifications()  # start from an empty inbox
-    bad = pipeline.data.parent / "bad.csv"
-    bad.write_text("label,p0\n3,1\n")  # 63 pixel columns missing
-    pipeline.upload(bad, "bad.csv")
-    run = pipeline.next_run()
-    assert run.status == "FAILED"
-    assert run.error is not None and "TrainingJobFailed" in run.error and "missing column" in run.error
-    assert pipeline.alias_version() == alias_before
-    state, run_state = pipeline.catalog().state("digits"), pipeline.runs().state("digits")
-    assert state.live == live_before and run_state.running is None
+def test_bad_data_fails_the_run_and_leaves_live_alone(bad_data_run: BadDataRun) -> None:
+    bad = bad_data_run
+    assert bad.run.status == "FAILED"
+    assert bad.run.error is not None and "TrainingJobFailed" in bad.run.error and "missing column" in bad.run.error
+    assert bad.alias_after == bad.alias_before
+    state, run_state = bad.state_after, bad.run_state_after
+    assert state.live == bad.live_before and run_state.running is None
     assert run_state.last_failure is not None and run_state.last_failure["error"] == "TrainingJobFailed"
-    runs = {r["sk"]: r for r in pipeline.runs().log("digits", limit=20)}
-    assert runs[f"run#{run.execution}"]["status"] == "FAILED"
-    messages = pipeline.notifications()
-    assert len(messages) == 1 and run.execution in messages[0] and "did not change" in messages[0]
-    assert model_version(pipeline) == f"digits-v{live_before}"
+    assert bad.run_status == "FAILED"
+    assert len(bad.messages) == 1 and bad.run.execution in bad.messages[0] and "did not change" in bad.messages[0]
+    assert bad.answer_after.status_code == 200, bad.answer_after.text
+    assert bad.answer_after.json()["model"]["version"] == f"digits-v{bad.live_before}"
 
 
-def test_5_a_failed_gate_promotes_nothing(pipeline: Pipeline) -> None:
+def test_a_failed_gate_promotes_nothing(live: Pipeline) -> None:
+    pipeline = live
     lam = pipeline.cloud.client("lambda")
     quantize = pipeline.cloud.physical["QuantizeFunction"]
     env = lam.get_function_configuration(FunctionName=quantize)["Environment"]["Variables"]
@@ -152,36 +146,36 @@ def test_5_a_failed_gate_promotes_nothing(pipeline: Pipeline) -> None:
         lam.update_function_configuration(FunctionName=quantize, Environment={"Variables": env})
 
 
-def test_6_rollback_returns_to_the_previous_version(pipeline: Pipeline) -> None:
+def test_rollback_returns_to_the_previous_version(live: Pipeline, promoted_again: int) -> None:
+    pipeline = live
     state = pipeline.catalog().state("digits")
-    live, previous = state.live, state.previous
-    assert live is not None and previous is not None
+    live_version, previous = state.live, state.previous
+    assert live_version is not None and previous is not None
     out = pipeline.cloud.client("lambda").invoke(FunctionName=pipeline.cloud.physical["PromoteFunction"],
                                                  Payload=json.dumps({"action": "rollback", "recipe": "digits"}))
     assert "FunctionError" not in out
     answer = json.loads(out["Payload"].read())
-    assert (answer["from_version"], answer["to_version"]) == (live, previous)
+    assert (answer["from_version"], answer["to_version"]) == (live_version, previous)
     assert model_version(pipeline) == f"digits-v{previous}"
     assert pipeline.alias_version() == pipeline.catalog().version("digits", previous).lambda_version
 
 
-def test_7_the_cli_works_against_the_local_cloud(pipeline: Pipeline) -> None:
-    import os
-    import subprocess
-    import sys
-
+def test_the_cli_works_against_the_local_cloud(live: Pipeline, bad_data_run: BadDataRun, promoted_again: int) -> None:
+    pipeline = live
     env = {**os.environ, "LAMBDAFORGE_HOME": str(pipeline.cloud.state_dir)}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "lambdaforge.cli", *args], env=env, capture_output=True,
                               text=True, timeout=300, check=False)
 
+    versions = len(pipeline.catalog().versions("digits"))
     status = cli("status", "--local", "--json")
     assert status.returncode == 0, status.stderr
     state = json.loads(status.stdout)
     assert state["live"] == pipeline.catalog().state("digits").live
     assert state["alias"]["version"] == pipeline.alias_version()
-    assert len(state["versions"]) >= 3 and any(r["status"] == "FAILED" for r in state["runs"])
+    assert len(state["versions"]) == versions >= 2  # the first promotion and `promoted_again`
+    assert any(r["status"] == "FAILED" for r in state["runs"])  # `bad_data_run`
 
     logs = cli("logs", "trigger", "--local", "--since", "1h")
     assert logs.returncode == 0, logs.stderr
