@@ -6,15 +6,11 @@ Lambda retry an event that can never succeed. Transient ones raise and are retri
 the dead-letter queue.
 """
 
-import dataclasses
+import functools
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
+from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.parser import ValidationError, parse
 from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -30,19 +26,16 @@ tracer = make_tracer()
 settings = PipelineSettings.from_env()
 idempotency = IdempotencyConfig(event_key_jmespath="identity", expires_after_seconds=24 * 3600)
 persistence = DynamoDBPersistenceLayer(table_name=settings.idempotency_table or "unset")
-_trigger: Trigger | None = None
 
 
+@functools.cache
 def trigger() -> Trigger:
-    global _trigger  # noqa: PLW0603 - one client set per warm container
-    if _trigger is None:
-        _trigger = Trigger(settings)
-    return _trigger
+    return Trigger(settings)  # one client set per warm container
 
 
 @idempotent_function(data_keyword_argument="upload", config=idempotency, persistence_store=persistence)
 def handle_upload(upload: dict[str, Any]) -> dict[str, Any]:
-    outcome = trigger().on_upload(Upload(**upload["object"]))
+    outcome = trigger().on_upload(Upload.from_json(upload))
     logger.info("upload handled", extra=outcome.to_json())
     return outcome.to_json()
 
@@ -51,17 +44,13 @@ def handle_upload(upload: dict[str, Any]) -> dict[str, Any]:
 @tracer.capture_lambda_handler
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if event.get("action") == "release":
-        request = parse(event=event, model=ReleaseRequest)
-        outcome = trigger().release(request.recipe, request.execution, request.status)
+        outcome = trigger().release(parse(event=event, model=ReleaseRequest))
         logger.info("run released", extra=outcome.to_json())
         return outcome.to_json()
     try:
-        s3_event = parse(event=event, model=S3EventNotificationEventBridgeModel)
+        upload = Upload.from_event(parse(event=event, model=S3EventNotificationEventBridgeModel))
     except ValidationError as exc:
         logger.warning("not an S3 object-created event; ignored", extra={"reason": str(exc)[:500]})
         return {"status": "ignored", "detail": "not an S3 object-created event"}
-    obj = s3_event.detail.object
-    upload = Upload(bucket=s3_event.detail.bucket.name, key=obj.key, size=int(obj.size or 0), etag=obj.etag or "",
-                    version_id=obj.version_id)
     idempotency.register_lambda_context(context)
-    return handle_upload(upload={"identity": upload.identity, "object": dataclasses.asdict(upload)})
+    return handle_upload(upload=upload.to_json())

@@ -76,3 +76,31 @@ def test_gateway_round_trip_and_function_errors() -> None:
         assert results == [200] * 8
     finally:
         gw.stop()
+
+
+def test_the_inference_prechecks_read_the_events_the_gateway_builds() -> None:
+    from lambdaforge.runtime.http import body_size, precheck
+
+    good = http_event("POST", "/predict", {"Content-Type": "application/json"}, b'{"instances": [[0]]}')
+    assert precheck(good, 1 << 20) is None
+    too_big = precheck(good, 5)
+    assert too_big is not None and (too_big.status, too_big.code) == (413, "payload_too_large")
+    binary = http_event("POST", "/predict", {"content-type": "application/json"}, b"\xff\xfe" + b"x" * 298)
+    assert binary["isBase64Encoded"] is True and body_size(binary) == 300  # the decoded size, not the base64 one
+    refused = precheck(binary, 1 << 20)
+    assert refused is not None and (refused.status, refused.code) == (400, "malformed_body")
+    plain = http_event("POST", "/predict", {"content-type": "text/plain"}, b'{"instances": [[0]]}')
+    refused = precheck(plain, 1 << 20)
+    assert refused is not None and (refused.status, refused.code) == (415, "unsupported_media_type")
+    assert precheck(http_event("GET", "/health", {"content-type": "text/plain"}, b""), 1 << 20) is None
+
+
+def test_a_precheck_refusal_is_an_answer_the_gateway_reads_as_json() -> None:
+    from lambdaforge.runtime.http import precheck
+
+    refused = precheck(http_event("POST", "/predict", {"content-type": "text/plain"}, b"hi"), 1 << 20)
+    assert refused is not None
+    status, headers, body = http_response(refused.proxy())
+    assert status == 415 and ("Content-Type", "application/json") in headers
+    assert json.loads(body) == {"error": "unsupported_media_type",
+                                "message": "content-type must be application/json, not text/plain"}

@@ -9,13 +9,17 @@ Anything else under the prefix is rejected with a reason; objects outside it are
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from lambdaforge.pipeline.errors import UploadRejectedError
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel
 
 MARKER = "_READY"
 MAX_MARKER_BYTES = 64 * 1024
@@ -37,6 +41,21 @@ class Upload:
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.identity.encode()).hexdigest()
+
+    @classmethod
+    def from_event(cls, event: S3EventNotificationEventBridgeModel) -> Upload:
+        """The object an S3 object-created event (through EventBridge) names."""
+        obj = event.detail.object
+        return cls(bucket=event.detail.bucket.name, key=obj.key, size=int(obj.size or 0), etag=obj.etag or "",
+                   version_id=obj.version_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """The object with its identity beside it: the trigger's idempotency key (`identity`)."""
+        return {"identity": self.identity, "object": dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Upload:
+        return cls(**data["object"])
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from lambdaforge import envvars
 from lambdaforge.pipeline.errors import CanaryFailedError, PromotionError
+from lambdaforge.pipeline.payloads import PromoteRequest
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.registry import Catalog, UnpublishedVersionError
 
@@ -34,6 +35,20 @@ class Promoter:
         self.lam = lambda_client or client("lambda")
         self.cloudwatch = cloudwatch or (client("cloudwatch") if settings.canary_alarms else None)
         self.catalog = catalog or Catalog(settings.registry_table)
+
+    def handle(self, request: PromoteRequest) -> dict[str, Any]:
+        """Do what the workflow asks (`request.action`); the answer names the action and the model."""
+        if request.action == "rollback":
+            result = self.rollback(request.recipe)
+        elif request.version is None:
+            raise PromotionError(f"action {request.action!r} needs a version")
+        elif request.action == "canary":
+            result = self.canary(request.recipe, request.version)
+        elif request.action == "finalize":
+            result = self.finalize(request.recipe, request.version)
+        else:
+            result = self.abort(request.recipe, request.version)
+        return {"action": request.action, "recipe": request.recipe, "version": request.version, **result}
 
     def alias_state(self) -> AliasState:
         from botocore.exceptions import ClientError

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from lambdaforge import envvars
 from lambdaforge.pipeline.errors import PipelineError
 
-
-def _required(value: str | None, name: str) -> str:
-    if not value:
-        raise PipelineError(f"environment variable {name} is not set (the template sets it)")
-    return value
+# Field -> the environment variable the template sets for it, and how its text is read. `need`
+# names these variables, so a missing setting is reported by the name an operator can set.
+_ENV: dict[str, tuple[str, Callable[[str], Any] | None]] = {
+    "data_bucket": (envvars.DATA_BUCKET, None),
+    "artifacts_bucket": (envvars.ARTIFACTS_BUCKET, None),
+    "registry_table": (envvars.REGISTRY_TABLE, None),
+    "idempotency_table": (envvars.IDEMPOTENCY_TABLE, None),
+    "state_machine_arn": (envvars.STATE_MACHINE_ARN, None),
+    "failure_topic_arn": (envvars.FAILURE_TOPIC_ARN, None),
+    "data_prefix": (envvars.DATA_PREFIX, None),
+    "max_upload_bytes": (envvars.MAX_UPLOAD_BYTES, int),
+    "max_artifact_bytes": (envvars.MAX_ARTIFACT_BYTES, int),
+    "quant_mode": (envvars.QUANT_MODE, None),
+    "max_accuracy_drop": (envvars.MAX_ACCURACY_DROP, float),
+    "min_accuracy": (envvars.MIN_ACCURACY, float),
+    "inference_function": (envvars.INFERENCE_FUNCTION_NAME, None),
+    "inference_alias": (envvars.INFERENCE_ALIAS, None),
+}
 
 
 @dataclass(frozen=True)
@@ -50,28 +65,15 @@ class PipelineSettings:
         percent = s(explicit.get("canary_percent"), envvars.CANARY_PERCENT, 10.0, float)
         if not 0.0 <= percent < 100.0:
             raise PipelineError(f"{envvars.CANARY_PERCENT} must be in [0, 100), got {percent}")
-        weight = percent / 100.0
-        prefix = s(explicit.get("data_prefix"), envvars.DATA_PREFIX, "data/")
-        return cls(
-            data_bucket=s(explicit.get("data_bucket"), envvars.DATA_BUCKET, ""),
-            artifacts_bucket=s(explicit.get("artifacts_bucket"), envvars.ARTIFACTS_BUCKET, ""),
-            registry_table=s(explicit.get("registry_table"), envvars.REGISTRY_TABLE, ""),
-            idempotency_table=s(explicit.get("idempotency_table"), envvars.IDEMPOTENCY_TABLE, ""),
-            state_machine_arn=s(explicit.get("state_machine_arn"), envvars.STATE_MACHINE_ARN, ""),
-            failure_topic_arn=s(explicit.get("failure_topic_arn"), envvars.FAILURE_TOPIC_ARN, ""),
-            data_prefix=prefix if prefix.endswith("/") else prefix + "/",
-            max_upload_bytes=s(explicit.get("max_upload_bytes"), envvars.MAX_UPLOAD_BYTES, 1 << 30, int),
-            max_artifact_bytes=s(explicit.get("max_artifact_bytes"), envvars.MAX_ARTIFACT_BYTES, 2 << 30, int),
-            quant_mode=s(explicit.get("quant_mode"), envvars.QUANT_MODE, "auto"),
-            max_accuracy_drop=s(explicit.get("max_accuracy_drop"), envvars.MAX_ACCURACY_DROP, 0.005, float),
-            min_accuracy=s(explicit.get("min_accuracy"), envvars.MIN_ACCURACY, 0.0, float),
-            inference_function=s(explicit.get("inference_function"), envvars.INFERENCE_FUNCTION, ""),
-            inference_alias=s(explicit.get("inference_alias"), envvars.INFERENCE_ALIAS, "live"),
-            canary_weight=weight,
-            canary_alarms=tuple(a.strip() for a in alarms.split(",") if a.strip()),
-            hyperparameters=hps,
-        )
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        values = {name: s(explicit.get(name), var, defaults[name], cast) for name, (var, cast) in _ENV.items()}
+        prefix = values["data_prefix"]
+        values["data_prefix"] = prefix if prefix.endswith("/") else prefix + "/"
+        return cls(**values, canary_weight=percent / 100.0,
+                   canary_alarms=tuple(a.strip() for a in alarms.split(",") if a.strip()), hyperparameters=hps)
 
     def need(self, *names: str) -> None:
+        """Raise unless these settings are set, naming their environment variables."""
         for name in names:
-            _required(getattr(self, name), name.upper())
+            if not getattr(self, name):
+                raise PipelineError(f"environment variable {_ENV[name][0]} is not set (the template sets it)")

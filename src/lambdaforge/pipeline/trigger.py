@@ -15,6 +15,7 @@ from typing import Any
 from lambdaforge import envvars
 from lambdaforge.pipeline.datasets import DatasetSpec, Upload, classify, job_name, parse_marker
 from lambdaforge.pipeline.errors import UploadRejectedError
+from lambdaforge.pipeline.payloads import ReleaseRequest
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
 from lambdaforge.registry import Runs
@@ -138,9 +139,10 @@ class Trigger:
             raise
         return True
 
-    def release(self, recipe: str, execution: str, status: str) -> TriggerOutcome:
+    def release(self, request: ReleaseRequest) -> TriggerOutcome:
         """The end of a run: unlock, record, and start the coalesced pending dataset if there is one."""
-        if status == "SUCCEEDED":
+        recipe, execution = request.recipe, request.execution
+        if request.status == "SUCCEEDED":
             self.runs.record(recipe, execution, "SUCCEEDED")
         pending = self.runs.release(recipe, execution)
         if not pending:

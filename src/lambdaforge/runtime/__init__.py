@@ -6,8 +6,10 @@ per execution environment.
 
 from __future__ import annotations
 
+import os
 import threading
 
+from lambdaforge import envvars
 from lambdaforge.runtime.errors import InvalidInputError, ModelNotReadyError, RuntimeModelError
 from lambdaforge.runtime.predictor import Prediction, Predictor, default_threads
 from lambdaforge.runtime.source import fetch, resolve_location
@@ -30,6 +32,21 @@ def get_predictor(location: str | None = None) -> Predictor:
         return predictor
 
 
+def preload() -> str | None:
+    """Load the model at init (cold start), not on the first request.
+
+    A missing model is not fatal here: the reason comes back for the log, and requests answer
+    503 until a model exists.
+    """
+    if os.environ.get(envvars.SKIP_PRELOAD) == "1":
+        return None
+    try:
+        get_predictor()
+    except RuntimeModelError as exc:
+        return str(exc)
+    return None
+
+
 def reset() -> None:
     """Forget the loaded model (tests, and the local gateway when it switches models)."""
     with _lock:
@@ -45,6 +62,7 @@ __all__ = [
     "default_threads",
     "fetch",
     "get_predictor",
+    "preload",
     "reset",
     "resolve_location",
 ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from lambdaforge.runtime.predictor import Prediction
 
 TensorItem = Annotated[list[Any], Field(description="numbers in the model's input shape, or a flat list")]
 
@@ -34,6 +38,16 @@ class PredictResponse(BaseModel):
     model: dict[str, str]
     predictions: list[PredictionOut]
     latency_ms: float
+
+    @classmethod
+    def build(cls, info: dict[str, Any], results: Sequence[Prediction], latency_ms: float) -> PredictResponse:
+        """The answer for a batch: the model that served it (`Predictor.describe()`) and one entry per instance."""
+        return cls.model_validate({
+            "model": {"recipe": info["recipe"], "version": str(info["version"])},
+            "predictions": [{"label": r.label, "index": r.index, "score": r.score,
+                             "top_k": [{"label": lab, "score": s} for lab, s in r.top_k]} for r in results],
+            "latency_ms": round(latency_ms, 3),
+        })
 
 
 class HealthResponse(BaseModel):
