@@ -26,6 +26,8 @@ from typing import Any
 
 from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
+from lambdaforge.errors import NoObjectsError
+from lambdaforge.s3transfer import download_prefix, upload_folder
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 LineSink = Callable[[str, str], None]  # (job name, line)
@@ -66,28 +68,6 @@ class SageMakerExecutor:
             proc.terminate()
 
     # --- the job
-    def _download(self, uri: str, dest: Path) -> None:
-        bucket, prefix = split_s3_uri(uri)
-        dest.mkdir(parents=True, exist_ok=True)
-        paginator = self.s3.get_paginator("list_objects_v2")
-        found = False
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
-                if ".." in rel.split("/"):
-                    continue
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, obj["Key"], str(target))
-                found = True
-        if not found:
-            raise FileNotFoundError(f"no objects under {uri}")
-
-    def _upload_dir(self, folder: Path, uri: str) -> None:
-        bucket, prefix = split_s3_uri(uri)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.s3.upload_file(str(path), bucket, prefix.rstrip("/") + "/" + path.relative_to(folder).as_posix())
-
     def _run(self, job: Any) -> None:
         name = job.training_job_name
         root = self.state_dir / "sagemaker" / name
@@ -118,7 +98,7 @@ class SageMakerExecutor:
             for channel in job.input_data_config:
                 src = channel["DataSource"]["S3DataSource"]["S3Uri"]
                 local = root / "channels" / channel["ChannelName"]
-                self._download(src, local)
+                download_prefix(self.s3, src, local)
                 channels[channel["ChannelName"]] = local
             hps = dict(job.hyper_parameters or {})
             program = json.loads(hps.get("sagemaker_program", '"train.py"'))
@@ -127,9 +107,9 @@ class SageMakerExecutor:
             checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
             if checkpoint_uri:
                 try:
-                    self._download(checkpoint_uri, tree.checkpoint_dir)
+                    download_prefix(self.s3, checkpoint_uri, tree.checkpoint_dir)
                     on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
-                except FileNotFoundError:
+                except NoObjectsError:
                     pass
             code_dir = root / "code"
             bundle = root / "sourcedir.tar.gz"
@@ -148,7 +128,7 @@ class SageMakerExecutor:
             finally:
                 timer.cancel()
             if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                self._upload_dir(tree.checkpoint_dir, checkpoint_uri)
+                upload_folder(self.s3, tree.checkpoint_dir, *split_s3_uri(checkpoint_uri))
             job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
                                           for k, v in sorted(metrics.items())]
             if code != 0:
