@@ -27,7 +27,7 @@ from typing import Any
 from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
 from lambdaforge.errors import NoObjectsError
-from lambdaforge.s3transfer import download_prefix, upload_folder
+from lambdaforge.s3transfer import download_file, download_prefix, upload_file, upload_folder
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 LineSink = Callable[[str, str], None]  # (job name, line)
@@ -94,7 +94,7 @@ class SageMakerExecutor:
                 return
             job.secondary_status = "Uploading"
             tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
-            self.s3.upload_file(str(tarball), *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
+            upload_file(self.s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
             self._finish(job, "Completed", None)
         except Exception as exc:
             on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
@@ -144,7 +144,7 @@ class SageMakerExecutor:
                 pass
         code_dir = root / "code"
         bundle = root / "sourcedir.tar.gz"
-        self.s3.download_file(*split_s3_uri(source_uri), str(bundle))
+        download_file(self.s3, source_uri, bundle)
         safe_extract(bundle, code_dir)
         return channels, code_dir, str(program)
 
