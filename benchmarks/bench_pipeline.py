@@ -22,8 +22,9 @@ def main() -> None:
     parser.add_argument("--recipe", default="digits")
     args = parser.parse_args()
 
+    from lambdaforge.cloud.data import upload_path
     from lambdaforge.local.cloud import LocalCloud
-    from lambdaforge.local.up import follow, sample_body, start_gateway, upload_path, wait_for_new_execution
+    from lambdaforge.local.up import follow, sample_body, start_gateway, wait_for_new_execution
     from lambdaforge.recipes import get_recipe
 
     with tempfile.TemporaryDirectory(prefix="lf-bench-pipeline-") as tmp:

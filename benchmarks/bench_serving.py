@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from common import ROOT, machine, train_and_quantize, write_json
 
-from lambdaforge.bundle import image_env
+from lambdaforge.bundle.build import image_env
 
 PREDICT_TEXT = {"instances": ["I was charged twice for my subscription this month"]}
 QUIET = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
@@ -123,7 +123,7 @@ def installed_mb(names: list[str]) -> tuple[float, float]:
 
 
 def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]]:
-    from lambdaforge.bundle import payload
+    from lambdaforge.bundle.measure import payload
 
     out: dict[str, dict[str, float]] = {}
     torch_deps = {"digits": ["torch", "numpy", "safetensors"],

@@ -45,11 +45,11 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    from lambdaforge.errors import LambdaforgeError
+    from lambdaforge.errors import S3TransferError
 
     if not uri.startswith("s3://"):
-        raise LambdaforgeError(f"{uri!r} is not an s3:// URI")
+        raise S3TransferError(f"{uri!r} is not an s3:// URI")
     bucket, _, key = uri[5:].partition("/")
     if not bucket:
-        raise LambdaforgeError(f"{uri!r} has no bucket")
+        raise S3TransferError(f"{uri!r} has no bucket")
     return bucket, key

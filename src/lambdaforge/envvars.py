@@ -93,9 +93,9 @@ def setting(explicit: T | None, name: str, default: T, cast: Callable[[str], T] 
     try:
         return cast(raw)
     except ValueError as exc:
-        from lambdaforge.errors import LambdaforgeError
+        from lambdaforge.errors import ConfigurationError
 
-        raise LambdaforgeError(f"environment variable {name}={raw!r} is not valid: {exc}") from exc
+        raise ConfigurationError(f"environment variable {name}={raw!r} is not valid: {exc}") from exc
 
 
 def region(explicit: str | None = None) -> str | None:

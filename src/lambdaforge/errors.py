@@ -17,3 +17,23 @@ class LambdaforgeError(Exception):
 
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class ConfigurationError(LambdaforgeError):
+    """An environment variable or setting has a value lambdaforge cannot use."""
+
+
+class ProjectError(LambdaforgeError):
+    """The project's files (template.yaml, functions/) cannot be found or read."""
+
+
+class S3TransferError(LambdaforgeError):
+    """An S3 URI, prefix or transfer is not what was expected (no objects, too large, not s3://)."""
+
+
+class UnsafeKeyError(S3TransferError):
+    """An object key would land outside the destination folder (`..`, absolute, backslash)."""
+
+
+class NoObjectsError(S3TransferError):
+    """An s3:// prefix that should hold objects holds none."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaforge.bundle import image_env
+from lambdaforge.bundle.build import image_env
 from tests.conftest import EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]

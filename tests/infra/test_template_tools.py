@@ -83,7 +83,7 @@ def test_samconfig_deploys_with_the_needed_settings() -> None:
     assert {"CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"} <= set(deploy["capabilities"].split())
     assert deploy["resolve_s3"] is True and deploy["resolve_image_repos"] is True
     assert config["default"]["global"]["parameters"]["stack_name"]
-    from lambdaforge.local.template import load_template
+    from lambdaforge.project import load_template
 
     params = set(load_template(ROOT / "template.yaml")["Parameters"])
     overridden = set(re.findall(r'(\w+)="', deploy["parameter_overrides"]))

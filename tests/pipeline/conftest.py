@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import requests
 
+from lambdaforge.cloud.data import upload_path
 from lambdaforge.local.cloud import LocalCloud
 from lambdaforge.local.gateway import LocalGateway
-from lambdaforge.local.up import RunResult, follow, start_gateway, upload_path, wait_for_new_execution
+from lambdaforge.local.up import RunResult, follow, start_gateway, wait_for_new_execution
 from lambdaforge.recipes import get_recipe
 from lambdaforge.registry import Catalog, CatalogState, Runs, RunState
 

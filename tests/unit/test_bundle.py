@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lambdaforge import bundle
-from lambdaforge.bundle import BundleError, SlimSpec, filter_lock, image_env, slim
+from lambdaforge.bundle import build
+from lambdaforge.bundle.build import SlimSpec, filter_lock, image_env, slim
+from lambdaforge.bundle.errors import BundleError
 
 
 def spec_file(tmp_path: Path, text: str) -> Path:
@@ -70,7 +71,7 @@ def test_strip_shrinks_extensions_that_still_load_and_leaves_other_files(unstrip
 
 def test_strip_without_binutils_is_a_clear_error(unstripped_extension: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bundle.shutil, "which", lambda name: None)
+    monkeypatch.setattr(build.shutil, "which", lambda name: None)
     with pytest.raises(BundleError, match="`strip` is not on PATH"):
         slim(unstripped_extension.parents[1], SlimSpec(strip=(("**/*.so", "symbols"),)))
 

@@ -16,8 +16,7 @@ from rich.table import Table
 
 from lambdaforge import envvars
 from lambdaforge.cli.app import LocalOpt, RegionOpt, StackOpt, app, console
-from lambdaforge.cli.errors import CommandFailedError
-from lambdaforge.errors import LambdaforgeError
+from lambdaforge.cli.errors import CliError, CommandFailedError
 
 
 @app.command()
@@ -36,44 +35,17 @@ def deploy(
     import boto3
 
     from lambdaforge.cloud.deploy import plan_deploy, python312_dir, stack_outputs
-    from lambdaforge.cloud.preflight import (
-        check_container_runtime,
-        check_credentials,
-        check_region,
-        check_sam,
-        check_template,
-        check_training_image,
-        find_sam,
-        raise_on_failures,
-    )
+    from lambdaforge.cloud.preflight import find_sam
     from lambdaforge.cloud.stack import DEFAULT_STACK
-    from lambdaforge.local.project import project_root
+    from lambdaforge.project import project_root
 
+    if (inference_image is None) != (quantize_image is None):
+        raise CliError("pass both --inference-image and --quantize-image, or neither")
     root = project_root()
     resolved_region = envvars.region(region) or boto3.Session().region_name
     name = envvars.setting(stack, envvars.STACK_NAME, DEFAULT_STACK)
-    checks = [check_region(resolved_region)]
-    if resolved_region:
-        checks.append(check_credentials(resolved_region))
-    checks.append(check_sam(root))
-    prebuilt = bool(inference_image and quantize_image)
-    if (inference_image is None) != (quantize_image is None):
-        raise LambdaforgeError("pass both --inference-image and --quantize-image, or neither")
-    if not prebuilt:
-        checks.append(check_container_runtime())
-    if training_image:
-        image: str | None = training_image
-    else:
-        image_check, image = check_training_image(resolved_region, instance_type)
-        checks.append(image_check)
-    checks.append(check_template(find_sam(root), root / "template.yaml", resolved_region))
-    table = Table(title="deploy preflight", title_justify="left")
-    for col in ("check", "result", "detail"):
-        table.add_column(col)
-    for c in checks:
-        table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]failed[/red]", c.detail)
-    console.print(table)
-    raise_on_failures(checks)
+    image = _preflight(root, resolved_region, prebuilt=bool(inference_image and quantize_image),
+                       training_image=training_image, instance_type=instance_type)
     assert resolved_region and image
     plan = plan_deploy(root, sam=find_sam(root) or "sam", stack=name, region=resolved_region, training_image=image,
                        guided=guided, inference_image=inference_image, quantize_image=quantize_image,
@@ -98,6 +70,41 @@ def deploy(
                   f"  lambdaforge invoke --stack {name} --region {resolved_region} --json request.json")
 
 
+def _preflight(root: Path, region: str | None, *, prebuilt: bool, training_image: str | None,
+               instance_type: str) -> str | None:
+    """Run and show the deploy preflight; raises when a check failed, else returns the training image."""
+    from lambdaforge.cloud.preflight import (
+        check_container_runtime,
+        check_credentials,
+        check_region,
+        check_sam,
+        check_template,
+        check_training_image,
+        find_sam,
+        raise_on_failures,
+    )
+
+    checks = [check_region(region)]
+    if region:
+        checks.append(check_credentials(region))
+    checks.append(check_sam(root))
+    if not prebuilt:
+        checks.append(check_container_runtime())
+    image = training_image
+    if not image:
+        image_check, image = check_training_image(region, instance_type)
+        checks.append(image_check)
+    checks.append(check_template(find_sam(root), root / "template.yaml", region))
+    table = Table(title="deploy preflight", title_justify="left")
+    for col in ("check", "result", "detail"):
+        table.add_column(col)
+    for c in checks:
+        table.add_row(c.name, "[green]ok[/green]" if c.ok else "[red]failed[/red]", c.detail)
+    console.print(table)
+    raise_on_failures(checks)
+    return image
+
+
 @app.command()
 def invoke(
     json_file: Annotated[str, typer.Option("--json", help="request body file, or - for standard input")],
@@ -111,19 +118,19 @@ def invoke(
     local: LocalOpt = False,
 ) -> None:
     """Call the deployed API (SigV4 for IAM auth, bearer token for JWT); prints the answer and the latency."""
+    from lambdaforge.cli.target import resolve_target
     from lambdaforge.cloud.invoke import call_api
-    from lambdaforge.cloud.stack import resolve_stack
 
     body = sys.stdin.buffer.read() if json_file == "-" else _read(Path(json_file))
     try:
         json.loads(body)
     except ValueError as exc:
-        raise LambdaforgeError(f"{json_file}: not valid JSON ({exc})") from exc
+        raise CliError(f"{json_file}: not valid JSON ({exc})") from exc
     mode = auth.upper() if auth else None
     resolved_region = envvars.region(region)
     base = url or envvars.setting(None, envvars.API_URL, "")
     if not base or mode is None:
-        ref = resolve_stack(stack, region, local=local)
+        ref = resolve_target(stack, region, local=local)
         base = base or ref.output("ApiUrl")
         mode = mode or ref.outputs.get("ApiAuth", "NONE")
         resolved_region = resolved_region or ref.region
@@ -141,7 +148,7 @@ def invoke(
 
 def _read(path: Path) -> bytes:
     if not path.is_file():
-        raise LambdaforgeError(f"{path}: no such file")
+        raise CliError(f"{path}: no such file")
     return path.read_bytes()
 
 
@@ -156,10 +163,10 @@ def logs(
     local: LocalOpt = False,
 ) -> None:
     """Recent logs of a function or of a training job, without looking up log group names."""
+    from lambdaforge.cli.target import resolve_target
     from lambdaforge.cloud.logs import function_source, parse_since, tail, training_source
-    from lambdaforge.cloud.stack import resolve_stack
 
-    ref = resolve_stack(stack, region, local=local)
+    ref = resolve_target(stack, region, local=local)
     source = training_source(ref, job) if what == "training" else function_source(ref, what)
     console.print(f"[bold]{source.label}[/bold]: {source.group}")
 
@@ -183,32 +190,32 @@ def cloud_train(recipe: str, data: str, *, instance_type: str, instance_count: i
     import boto3
 
     from lambdaforge.cloud.preflight import check_training_image
-    from lambdaforge.cloud.stack import resolve_stack
+    from lambdaforge.cloud.stack import find_stack
     from lambdaforge.cloud.training import CloudTrainingSpec, download_model, follow, start_training
+    from lambdaforge.s3transfer import upload_file
 
     resolved_region = envvars.region(region) or boto3.Session().region_name
     if not resolved_region:
-        raise LambdaforgeError("no AWS region", hint="pass --region or set AWS_REGION")
+        raise CliError("no AWS region", hint="pass --region or set AWS_REGION")
     outputs: dict[str, str] = {}
     if not (role and bucket):
-        outputs = resolve_stack(stack, resolved_region).outputs
+        outputs = find_stack(stack, resolved_region).outputs
     role_arn = role or envvars.setting(None, envvars.SAGEMAKER_ROLE, "") or outputs.get("SageMakerRoleArn", "")
     target_bucket = bucket or outputs.get("ArtifactsBucketName", "")
     if not target_bucket:
-        raise LambdaforgeError("no bucket for outputs", hint="pass --bucket, or deploy the stack first")
+        raise CliError("no bucket for outputs", hint="pass --bucket, or deploy the stack first")
     image = training_image
     if image is None:
         check, image = check_training_image(resolved_region, instance_type)
         if not check.ok:
-            raise LambdaforgeError(f"{check.detail}", hint=check.fix)
+            raise CliError(f"{check.detail}", hint=check.fix)
     session = boto3.Session(region_name=resolved_region)
     if not data.startswith("s3://"):
         local = Path(data)
         if not local.is_file():
-            raise LambdaforgeError(f"{data}: not an s3:// URI or a local file")
+            raise CliError(f"{data}: not an s3:// URI or a local file")
         key = f"input/{recipe}/{time.strftime('%Y%m%d-%H%M%S')}/{local.name}"
-        session.client("s3").upload_file(str(local), target_bucket, key)
-        data = f"s3://{target_bucket}/{key}"
+        data = upload_file(session.client("s3"), local, target_bucket, key)
         console.print(f"uploaded {local} to {data}")
     spec = CloudTrainingSpec(recipe=recipe, data_uri=data, role_arn=role_arn, bucket=target_bucket,
                              region=resolved_region, training_image=str(image), instance_type=instance_type,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -10,32 +9,7 @@ import typer
 from rich.table import Table
 
 from lambdaforge.cli.app import app, console
-from lambdaforge.cli.errors import CommandFailedError
-from lambdaforge.errors import LambdaforgeError
-
-SERVE_ENV = {
-    "POWERTOOLS_SERVICE_NAME": "inference",
-    "POWERTOOLS_METRICS_NAMESPACE": "lambdaforge",
-    "POWERTOOLS_TRACE_DISABLED": "true",
-    "POWERTOOLS_METRICS_DISABLED": "true",
-    "POWERTOOLS_LOG_LEVEL": "WARNING",
-}
-
-
-def inference_invoker(model: Path, *, verbose: bool = False) -> object:
-    """The inference handler from functions/inference, in this process, pinned to `model`."""
-    from lambdaforge.artifact import open_model_dir
-    from lambdaforge.local.inprocess import InProcessFunction
-    from lambdaforge.local.project import functions_dir
-
-    open_model_dir(model)  # refuse a model that does not verify before starting anything
-    env = {**SERVE_ENV, "MODEL_URI": str(Path(model).resolve())}
-    if verbose:
-        env["POWERTOOLS_LOG_LEVEL"] = "INFO"
-        env.pop("POWERTOOLS_METRICS_DISABLED")
-    for key in ("REGISTRY_TABLE", "RECIPE"):
-        os.environ.pop(key, None)
-    return InProcessFunction(functions_dir() / "inference", env=env)
+from lambdaforge.cli.errors import CliError, CommandFailedError
 
 
 def sample_curl(url: str, model: Path | str) -> str:
@@ -56,14 +30,13 @@ def serve(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print each request")] = False,
 ) -> None:
     """Serve a model through the real inference handler behind a local API Gateway (no Docker)."""
-    from lambdaforge.local.gateway import LocalGateway
+    from lambdaforge.cli.target import inference_invoker, local_gateway
 
     invoker = inference_invoker(model, verbose=verbose)
     try:
-        gateway = LocalGateway(invoker, host=host, port=port,  # type: ignore[arg-type]
-                               access_log=console.print if verbose else None)
+        gateway = local_gateway(invoker, host=host, port=port, access_log=console.print if verbose else None)
     except OSError as exc:
-        raise LambdaforgeError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="try --port 0") from exc
+        raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}", hint="try --port 0") from exc
     console.print(f"serving [bold]{model}[/bold] at [bold]{gateway.url}[/bold]  (docs: {gateway.url}/docs)")
     console.print(sample_curl(gateway.url, model))
     try:
@@ -85,13 +58,14 @@ def package(
     """Assemble the image's build context and report its runtime payload against a budget."""
     import shutil
 
-    from lambdaforge.bundle import assemble_context, payload
-    from lambdaforge.local.project import project_root
+    from lambdaforge.bundle.build import assemble_context
+    from lambdaforge.bundle.measure import payload
+    from lambdaforge.project import project_root
 
     root = project_root()
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise LambdaforgeError(f"{out}: output directory is not empty", hint="pass --force to replace it")
+            raise CliError(f"{out}: output directory is not empty", hint="pass --force to replace it")
         shutil.rmtree(out)
     assemble_context(root, function, model, out)
     with console.status("measuring the runtime payload (pip install for Lambda's Python 3.12, slimmed)"):
@@ -106,5 +80,5 @@ def package(
     console.print(table)
     console.print(f"build context: {out}  (docker build -t lambdaforge-{function} {out})")
     if not report.within_budget:
-        size = report.total_bytes / 2**20
-        raise CommandFailedError(f"payload {size:.1f} MiB exceeds the budget of {budget_mb:g} MiB")
+        total_mib = report.total_bytes / 2**20
+        raise CommandFailedError(f"payload {total_mib:.1f} MiB exceeds the budget of {budget_mb:g} MiB")

@@ -6,14 +6,19 @@ import json
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.live import Live
 from rich.table import Table
 
 from lambdaforge.cli.app import LocalOpt, RecipeOpt, RegionOpt, StackOpt, app, console
-from lambdaforge.cli.errors import CommandFailedError
-from lambdaforge.errors import LambdaforgeError
+from lambdaforge.cli.errors import CliError, CommandFailedError
+
+if TYPE_CHECKING:
+    from lambdaforge.cli.target import LocalTarget
+    from lambdaforge.cloud.runs import RunProgress, RunResult
+    from lambdaforge.cloud.stack import StackRef
 
 
 @app.command()
@@ -28,61 +33,97 @@ def up(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="print function and training logs")] = False,
 ) -> None:
     """Run the whole pipeline locally: embedded cloud, retraining run, then serve the live model."""
-    from lambdaforge.local.cloud import LocalCloud
-    from lambdaforge.local.up import follow, predict, sample_body, start_gateway, upload_path, wait_for_new_execution
+    from lambdaforge.cli.target import LocalTarget
     from lambdaforge.recipes import get_recipe
 
     if auth.upper() not in ("NONE", "IAM", "JWT"):
-        raise LambdaforgeError(f"--auth must be NONE, IAM or JWT, not {auth!r}")
+        raise CliError(f"--auth must be NONE, IAM or JWT, not {auth!r}")
     rec = get_recipe(recipe)
     echo = (lambda line: console.print(line, markup=False, highlight=False)) if verbose else None
+    target = LocalTarget(state_dir=state_dir, parameters={"Recipe": recipe, "ApiAuth": auth.upper()}, echo=echo)
     with console.status("starting the local cloud (moto) and creating the stack from template.yaml"):
-        cloud = LocalCloud(state_dir=state_dir, parameters={"Recipe": recipe, "ApiAuth": auth.upper()}, echo=echo)
-        cloud.start()
+        ref = target.start()
     try:
         try:
-            gateway = start_gateway(cloud, port)
+            api_url = target.serve_api(port)
         except OSError as exc:
-            raise LambdaforgeError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", hint="try --port 0") \
-                from exc
-        console.print(f"local cloud: [bold]{cloud.endpoint}[/bold]  (any S3 client works: "
-                      f"aws --endpoint-url {cloud.endpoint} s3 ...)")
-        data = data_path or rec.write_sample_data(cloud.state_dir / "sample-data" / recipe)
-        s3 = cloud.client("s3")
+            raise CliError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", hint="try --port 0") from exc
+        console.print(f"local cloud: [bold]{target.endpoint}[/bold]  (any S3 client works: "
+                      f"aws --endpoint-url {target.endpoint} s3 ...)")
+        data = data_path or rec.write_sample_data(target.state_dir / "sample-data" / recipe)
         known: set[str] = set()
-        key = upload_path(s3, cloud.outputs["DataBucketName"], recipe, data)
-        console.print(f"uploaded {data} to s3://{cloud.outputs['DataBucketName']}/{key}")
-        execution = wait_for_new_execution(cloud, known, timeout=120)
-        if execution is None:
-            raise CommandFailedError("the upload started no retraining run; see `lambdaforge up --verbose`")
-        result = follow(cloud, execution, console)
-        known.add(execution)
-        if result.status != "SUCCEEDED":
-            raise CommandFailedError(f"retraining run {execution} {result.status}: {result.error}")
-        console.print(f"[green]run {execution} succeeded in {result.seconds:.0f} s; the model is live[/green]")
-        body = sample_body(gateway.url)
-        answer = predict(gateway.url, body)
-        console.print(f"API: [bold]{gateway.url}[/bold]   docs: {gateway.url}/docs")
-        console.print(f"try:\n  curl -s {gateway.url}/predict -H 'content-type: application/json' "
-                      f"-d {shlex.quote(json.dumps(body, separators=(',', ':')))}")
-        first = answer["predictions"][0]
-        console.print(f"prediction: {first['label']} (score {first['score']:.3f}, model {answer['model']['version']})")
+        _upload(ref, recipe, data)
+        _first_run(target, known)
+        _show_api(target, api_url)
         if once:
             return
         console.print("serving; upload new data with `lambdaforge upload PATH` to retrain. Ctrl-C stops.")
         while True:
-            execution = wait_for_new_execution(cloud, known, timeout=3600)
+            execution = target.next_run(known, timeout=3600)
             if execution is None:
                 continue
             known.add(execution)
-            result = follow(cloud, execution, console)
+            result = _follow(target, execution)
             color = "green" if result.status == "SUCCEEDED" else "red"
             console.print(f"[{color}]run {execution}: {result.status}[/{color}]" +
                           (f" - {result.error}" if result.error else ""))
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        cloud.stop()
+        target.stop()
+
+
+def _upload(ref: StackRef, recipe: str, path: Path, name: str | None = None) -> str:
+    """The same upload for any stack: the data bucket's key layout starts a run."""
+    from lambdaforge.cloud.data import upload_path
+
+    bucket = ref.output("DataBucketName")
+    key = upload_path(ref.client("s3"), bucket, recipe, path, name)
+    console.print(f"uploaded {path} to s3://{bucket}/{key}")
+    return key
+
+
+def _first_run(target: LocalTarget, known: set[str]) -> None:
+    execution = target.next_run(known, timeout=120)
+    if execution is None:
+        raise CommandFailedError("the upload started no retraining run; see `lambdaforge up --verbose`")
+    result = _follow(target, execution)
+    known.add(execution)
+    if result.status != "SUCCEEDED":
+        raise CommandFailedError(f"retraining run {execution} {result.status}: {result.error}")
+    console.print(f"[green]run {execution} succeeded in {result.seconds:.0f} s; the model is live[/green]")
+
+
+def _show_api(target: LocalTarget, api_url: str) -> None:
+    body = target.sample_body(api_url)
+    answer = target.predict(api_url, body)
+    console.print(f"API: [bold]{api_url}[/bold]   docs: {api_url}/docs")
+    console.print(f"try:\n  curl -s {api_url}/predict -H 'content-type: application/json' "
+                  f"-d {shlex.quote(json.dumps(body, separators=(',', ':')))}")
+    first = answer["predictions"][0]
+    console.print(f"prediction: {first['label']} (score {first['score']:.3f}, model {answer['model']['version']})")
+
+
+def _follow(target: LocalTarget, execution: str) -> RunResult:
+    """Follow a run with a live table of its states and the training job's metrics."""
+    with Live(console=console, refresh_per_second=4, transient=False) as live:
+        result = target.follow(execution, lambda progress: live.update(_render_run(progress)))
+    console.print()
+    return result
+
+
+def _render_run(progress: RunProgress) -> Table:
+    table = Table(title=f"retraining run {progress.execution}", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("workflow", f"{progress.status} - {progress.states[-1] if progress.states else 'starting'}")
+    table.add_row("elapsed", f"{time.time() - progress.started:.0f} s")
+    if progress.job:
+        table.add_row("training job", progress.job)
+        if progress.metrics:
+            table.add_row("metrics", "  ".join(f"{k}={v:.4g}" for k, v in sorted(progress.metrics.items())))
+    table.add_row("path", " > ".join(progress.states[-8:]))
+    return table
 
 
 @app.command()
@@ -95,16 +136,13 @@ def upload(
     region: RegionOpt = None,
 ) -> None:
     """Upload data to the stack's data bucket, which starts a retraining run."""
-    from lambdaforge.cloud.stack import resolve_stack
-    from lambdaforge.local.up import upload_path
+    from lambdaforge.cli.target import resolve_target
 
     if not path.exists():
-        raise LambdaforgeError(f"{path}: no such file or folder")
-    ref = resolve_stack(stack, region, local=local)
-    target = recipe or ref.outputs.get("Recipe", "digits")
-    key = upload_path(ref.client("s3"), ref.output("DataBucketName"), target, path, name)
-    console.print(f"uploaded to s3://{ref.output('DataBucketName')}/{key}; the trigger starts a run "
-                  "(see `lambdaforge status`)")
+        raise CliError(f"{path}: no such file or folder")
+    ref = resolve_target(stack, region, local=local)
+    _upload(ref, recipe or ref.outputs.get("Recipe", "digits"), path, name)
+    console.print("the trigger starts a run (see `lambdaforge status`)")
 
 
 def _fmt(value: Any) -> str:
@@ -120,10 +158,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The live, previous and candidate models, the versions, and the recent runs."""
-    from lambdaforge.cloud.stack import resolve_stack
+    from lambdaforge.cli.target import resolve_target
     from lambdaforge.registry import Catalog, Runs, keys
 
-    ref = resolve_stack(stack, region, local=local)
+    ref = resolve_target(stack, region, local=local)
     target = recipe or ref.outputs.get("Recipe", "digits")
     table_name = ref.output("RegistryTableName")
     catalog = Catalog(table_name, table=ref.resource("dynamodb").Table(table_name))
@@ -141,7 +179,7 @@ def status(
                                                      "AdditionalVersionWeights", {})},
                                        "versions": [v.__dict__ for v in versions], "runs": runs}, default=str))
         return
-    summary = Table(title=f"{target} on {ref.name}" + (" (local)" if ref.local else f" ({ref.region})"),
+    summary = Table(title=f"{target} on {ref.name}" + f" ({ref.where})",
                     show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column()
@@ -183,9 +221,9 @@ def rollback(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
 ) -> None:
     """Move alias `live` back to the previous model version (through the stack's promote function)."""
-    from lambdaforge.cloud.stack import resolve_stack
+    from lambdaforge.cli.target import resolve_target
 
-    ref = resolve_stack(stack, region, local=local)
+    ref = resolve_target(stack, region, local=local)
     target = recipe or ref.outputs.get("Recipe", "digits")
     if not yes and not typer.confirm(f"roll {target} on {ref.name} back to the previous model?"):
         raise typer.Abort()

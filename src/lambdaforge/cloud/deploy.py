@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from lambdaforge.cloud.errors import CloudError
-from lambdaforge.local.template import load_template
+from lambdaforge.project import load_template
 
 IMAGE_FUNCTIONS = {"InferenceFunction": "inference", "QuantizeFunction": "quantize"}
 

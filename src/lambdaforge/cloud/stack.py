@@ -1,12 +1,9 @@
-"""Finding a stack's resources: the CloudFormation outputs of a deployed stack, or the state file
-of a running local cloud (`lambdaforge up`). Commands then use the same boto3 calls for both."""
+"""A stack's resources as commands see them (`StackRef`), and finding a deployed stack by its
+CloudFormation outputs. Commands use the same boto3 calls whichever stack the CLI chose."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from lambdaforge import envvars
@@ -17,14 +14,22 @@ DEFAULT_STACK = "lambdaforge"
 
 @dataclass(frozen=True)
 class StackRef:
+    """A stack the commands operate: its outputs, and boto3 clients that reach it.
+
+    A deployed stack gets clients from the usual credential chain; an emulated one (the local
+    cloud builds its own StackRef) names its endpoint and fixed credentials.
+    """
+
     name: str
     region: str
     outputs: dict[str, str]
-    endpoint_url: str | None = None  # set for the local cloud
+    endpoint_url: str | None = None
+    credentials: tuple[str, str] | None = None  # (access key id, secret key) of an emulated stack
+    location: str = ""  # how to name where it runs; the region when empty
 
     @property
-    def local(self) -> bool:
-        return self.endpoint_url is not None
+    def where(self) -> str:
+        return self.location or self.region
 
     def output(self, key: str) -> str:
         value = self.outputs.get(key)
@@ -32,45 +37,21 @@ class StackRef:
             raise CloudError(f"stack {self.name} has no output {key!r}; is it a lambdaforge stack?")
         return value
 
-    def _kwargs(self) -> dict[str, Any]:
-        if self.endpoint_url:  # the local cloud: its endpoint and moto's fixed credentials
-            return {"region_name": self.region, "endpoint_url": self.endpoint_url,
-                    "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-        return {"region_name": self.region}
+    def session(self) -> Any:
+        import boto3
+
+        key, secret = self.credentials or (None, None)
+        return boto3.Session(region_name=self.region, aws_access_key_id=key, aws_secret_access_key=secret)
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        return boto3.client(service, **self._kwargs())
+        return self.session().client(service, endpoint_url=self.endpoint_url)
 
     def resource(self, service: str) -> Any:
-        import boto3
-
-        return boto3.resource(service, **self._kwargs())
+        return self.session().resource(service, endpoint_url=self.endpoint_url)
 
 
-def local_state_file(state_dir: Path | None = None) -> Path:
-    """Explicit folder, then LAMBDAFORGE_HOME, then the project's .lambdaforge/."""
-    home = state_dir or (Path(os.environ[envvars.HOME]) if os.environ.get(envvars.HOME) else None)
-    if home:
-        return Path(home) / "local.json"
-    from lambdaforge.local.project import project_root
-
-    return project_root() / ".lambdaforge" / "local.json"
-
-
-def resolve_stack(stack: str | None = None, region: str | None = None, *, local: bool = False,
-                  state_dir: Path | None = None) -> StackRef:
-    if local:
-        path = local_state_file(state_dir)
-        if not path.is_file():
-            raise StackNotFoundError(f"{path}: no local cloud is running", hint="start one with `lambdaforge up`")
-        state = json.loads(path.read_text())
-        if not _pid_alive(int(state.get("pid", 0))):
-            raise StackNotFoundError(f"{path}: the local cloud that wrote it is not running any more",
-                                     hint="start one with `lambdaforge up`")
-        return StackRef(name=state["stack"], region=state["region"], outputs=state["outputs"],
-                        endpoint_url=state["endpoint"])
+def find_stack(stack: str | None = None, region: str | None = None) -> StackRef:
+    """A deployed stack by name (default lambdaforge) and region, from its CloudFormation outputs."""
     name = envvars.setting(stack, envvars.STACK_NAME, DEFAULT_STACK)
     resolved_region = envvars.region(region)
     if not resolved_region:
@@ -92,15 +73,3 @@ def resolve_stack(stack: str | None = None, region: str | None = None, *, local:
     stack_desc = out["Stacks"][0]
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack_desc.get("Outputs", [])}
     return StackRef(name=name, region=resolved_region, outputs=outputs)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

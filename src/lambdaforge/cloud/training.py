@@ -126,18 +126,17 @@ def follow(sm: Any, job_name: str, on_update: Callable[[dict[str, Any]], None], 
 
 def download_model(s3: Any, described: dict[str, Any], out: Path) -> Path:
     from lambdaforge.artifact import open_model_dir, safe_extract
-    from lambdaforge.aws import split_s3_uri
+    from lambdaforge.s3transfer import download_file
 
     uri = (described.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
     if not uri:
         raise CloudError(f"training job {described['TrainingJobName']} has no model artifact")
-    bucket, key = split_s3_uri(uri)
     from botocore.exceptions import ClientError
 
     with tempfile.TemporaryDirectory(prefix="lf-download-") as tmp:
         tarball = Path(tmp) / "model.tar.gz"
         try:
-            s3.download_file(bucket, key, str(tarball))
+            download_file(s3, uri, tarball)
         except ClientError as exc:
             raise CloudError(f"{uri}: cannot download the model artifact ({exc.response['Error']['Code']})") from exc
         safe_extract(tarball, out)

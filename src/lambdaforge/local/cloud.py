@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from lambdaforge import envvars
-from lambdaforge.local.errors import LocalCloudError
+from lambdaforge.cloud.errors import StackNotFoundError
+from lambdaforge.cloud.stack import StackRef
+from lambdaforge.local.errors import FunctionError, LocalCloudError
 from lambdaforge.local.intrinsics import Resolver
 from lambdaforge.local.lambda_executor import LambdaExecutor
-from lambdaforge.local.project import project_root
 from lambdaforge.local.sagemaker_executor import SageMakerExecutor
 from lambdaforge.local.stack import Context, LocalApi, create_stack
 from lambdaforge.local.template import translate
+from lambdaforge.project import project_root
 
 ACCOUNT = "123456789012"
 ACCESS_KEY = "testing"
@@ -35,8 +37,38 @@ LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "ApiAuth":
 STATE_FILE = "local.json"
 
 
-class FunctionError(LocalCloudError):
-    """The function returned an error (API Gateway answers 500)."""
+def state_folder(explicit: Path | None = None, root: Path | None = None) -> Path:
+    """Where the local cloud keeps its files: explicit, then LAMBDAFORGE_HOME, then the project's .lambdaforge/."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(envvars.HOME):
+        return Path(os.environ[envvars.HOME])
+    return project_root(root) / ".lambdaforge"
+
+
+def running_stack(state_dir: Path | None = None) -> StackRef:
+    """The stack of the local cloud that `lambdaforge up` runs, from the state file it keeps."""
+    path = state_folder(state_dir) / STATE_FILE
+    if not path.is_file():
+        raise StackNotFoundError(f"{path}: no local cloud is running", hint="start one with `lambdaforge up`")
+    state = json.loads(path.read_text())
+    if not _pid_alive(int(state.get("pid", 0))):
+        raise StackNotFoundError(f"{path}: the local cloud that wrote it is not running any more",
+                                 hint="start one with `lambdaforge up`")
+    return StackRef(name=state["stack"], region=state["region"], outputs=state["outputs"],
+                    endpoint_url=state["endpoint"], credentials=(ACCESS_KEY, SECRET_KEY), location="local")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _free_port() -> int:
@@ -94,7 +126,7 @@ class LocalCloud:
                  parameters: dict[str, str] | None = None, stack_name: str = "lambdaforge-local",
                  region: str = "us-east-1", echo: Callable[[str], None] | None = None) -> None:
         self.root = project_root(root)
-        self.state_dir = Path(envvars.setting(state_dir, envvars.HOME, self.root / ".lambdaforge"))
+        self.state_dir = state_folder(state_dir, self.root)
         self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
         self.stack_name = stack_name
         self.region = region
@@ -185,11 +217,13 @@ class LocalCloud:
             os.environ[key] = value
 
     # --- clients and state
-    def client(self, service: str) -> Any:
-        import boto3
+    def stack_ref(self) -> StackRef:
+        """This stack as the commands see any stack: outputs, and clients that reach moto."""
+        return StackRef(name=self.stack_name, region=self.region, outputs=self.outputs, endpoint_url=self.endpoint,
+                        credentials=(ACCESS_KEY, SECRET_KEY), location="local")
 
-        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
-                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+    def client(self, service: str) -> Any:
+        return self.stack_ref().client(service)
 
     def write_state(self) -> None:
         state = {"endpoint": self.endpoint, "region": self.region, "stack": self.stack_name, "pid": os.getpid(),

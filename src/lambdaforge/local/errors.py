@@ -11,3 +11,7 @@ class LocalCloudError(LambdaforgeError):
 
 class TemplateError(LocalCloudError):
     """template.yaml cannot be read, translated, or resolved locally."""
+
+
+class FunctionError(LocalCloudError):
+    """The function returned an error (API Gateway answers 500)."""

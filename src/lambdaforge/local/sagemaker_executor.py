@@ -26,6 +26,8 @@ from typing import Any
 
 from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
+from lambdaforge.errors import NoObjectsError
+from lambdaforge.s3transfer import download_file, download_prefix, upload_file, upload_folder
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 LineSink = Callable[[str, str], None]  # (job name, line)
@@ -66,28 +68,6 @@ class SageMakerExecutor:
             proc.terminate()
 
     # --- the job
-    def _download(self, uri: str, dest: Path) -> None:
-        bucket, prefix = split_s3_uri(uri)
-        dest.mkdir(parents=True, exist_ok=True)
-        paginator = self.s3.get_paginator("list_objects_v2")
-        found = False
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
-                if ".." in rel.split("/"):
-                    continue
-                target = dest / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, obj["Key"], str(target))
-                found = True
-        if not found:
-            raise FileNotFoundError(f"no objects under {uri}")
-
-    def _upload_dir(self, folder: Path, uri: str) -> None:
-        bucket, prefix = split_s3_uri(uri)
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            self.s3.upload_file(str(path), bucket, prefix.rstrip("/") + "/" + path.relative_to(folder).as_posix())
-
     def _run(self, job: Any) -> None:
         name = job.training_job_name
         root = self.state_dir / "sagemaker" / name
@@ -98,6 +78,34 @@ class SageMakerExecutor:
         self._ensure_log_stream(log_group, stream)
         buffered: list[str] = []
         metrics: dict[str, float] = self.live_metrics.setdefault(name, {})
+        on_line = self._line_handler(job, metrics, buffered, lambda: self._flush_logs(log_group, stream, buffered))
+        try:
+            channels, code_dir, program = self._prepare(job, root, tree, on_line)
+            code, reason = self._train(job, tree, channels, code_dir, program, on_line)
+            checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
+            if checkpoint_uri and tree.checkpoint_dir.is_dir():
+                upload_folder(self.s3, tree.checkpoint_dir, *split_s3_uri(checkpoint_uri))
+            job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
+                                          for k, v in sorted(metrics.items())]
+            if code != 0:
+                stopped = self._procs.get(name) is not None and code in (-15, 143) and not reason
+                self._finish(job, "Stopped" if stopped else "Failed",
+                             reason or f"AlgorithmError: the training process exited with code {code}")
+                return
+            job.secondary_status = "Uploading"
+            tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
+            upload_file(self.s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
+            self._finish(job, "Completed", None)
+        except Exception as exc:
+            on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
+            self._finish(job, "Failed", f"ClientError: {exc}")
+        finally:
+            self._flush_logs(log_group, stream, buffered)
+
+    def _line_handler(self, job: Any, metrics: dict[str, float], buffered: list[str],
+                      flush: Callable[[], None]) -> Callable[[str], None]:
+        """Each log line: to the sink, to the CloudWatch buffer, and through the job's metric regexes."""
+        name = job.training_job_name
         definitions = job.algorithm_specification.get("MetricDefinitions", [])
         regexes = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
 
@@ -110,62 +118,52 @@ class SageMakerExecutor:
                     with contextlib.suppress(IndexError, ValueError):  # a regex without a number group
                         metrics[metric] = float(match.group(1))
             if len(buffered) >= 20:
-                self._flush_logs(log_group, stream, buffered)
+                flush()
 
-        try:
-            job.secondary_status = "Downloading"
-            channels: dict[str, Path] = {}
-            for channel in job.input_data_config:
-                src = channel["DataSource"]["S3DataSource"]["S3Uri"]
-                local = root / "channels" / channel["ChannelName"]
-                self._download(src, local)
-                channels[channel["ChannelName"]] = local
-            hps = dict(job.hyper_parameters or {})
-            program = json.loads(hps.get("sagemaker_program", '"train.py"'))
-            source_uri = json.loads(hps["sagemaker_submit_directory"])
-            tree.prepare(channels, hps, encoded=True)
-            checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
-            if checkpoint_uri:
-                try:
-                    self._download(checkpoint_uri, tree.checkpoint_dir)
-                    on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
-                except FileNotFoundError:
-                    pass
-            code_dir = root / "code"
-            bundle = root / "sourcedir.tar.gz"
-            self.s3.download_file(*split_s3_uri(source_uri), str(bundle))
-            safe_extract(bundle, code_dir)
-            job.secondary_status = "Training"
-            max_runtime = (job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400)
-            timer = threading.Timer(float(max_runtime), lambda: self.stop(name))
-            timer.start()
+        return on_line
+
+    def _prepare(self, job: Any, root: Path, tree: JobTree,
+                 on_line: Callable[[str], None]) -> tuple[dict[str, Path], Path, str]:
+        """The /opt/ml tree as SageMaker lays it out: channels, hyperparameters, checkpoints, the source bundle."""
+        job.secondary_status = "Downloading"
+        channels: dict[str, Path] = {}
+        for channel in job.input_data_config:
+            local = root / "channels" / channel["ChannelName"]
+            download_prefix(self.s3, channel["DataSource"]["S3DataSource"]["S3Uri"], local)
+            channels[channel["ChannelName"]] = local
+        hps = dict(job.hyper_parameters or {})
+        program = json.loads(hps.get("sagemaker_program", '"train.py"'))
+        source_uri = json.loads(hps["sagemaker_submit_directory"])
+        tree.prepare(channels, hps, encoded=True)
+        checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
+        if checkpoint_uri:
             try:
-                code, reason = run_entry_point(
-                    tree, channels, name, on_line=on_line, command=[sys.executable, program], cwd=code_dir,
-                    # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
-                    extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name})},
-                    process_started=lambda p: self._procs.__setitem__(name, p))
-            finally:
-                timer.cancel()
-            if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                self._upload_dir(tree.checkpoint_dir, checkpoint_uri)
-            job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
-                                          for k, v in sorted(metrics.items())]
-            if code != 0:
-                stopped = self._procs.get(name) is not None and code in (-15, 143) and not reason
-                self._finish(job, "Stopped" if stopped else "Failed",
-                             reason or f"AlgorithmError: the training process exited with code {code}")
-                return
-            job.secondary_status = "Uploading"
-            artifact = job.model_artifacts["S3ModelArtifacts"]
-            tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
-            self.s3.upload_file(str(tarball), *split_s3_uri(artifact))
-            self._finish(job, "Completed", None)
-        except Exception as exc:
-            on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
-            self._finish(job, "Failed", f"ClientError: {exc}")
+                download_prefix(self.s3, checkpoint_uri, tree.checkpoint_dir)
+                on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
+            except NoObjectsError:
+                pass
+        code_dir = root / "code"
+        bundle = root / "sourcedir.tar.gz"
+        download_file(self.s3, source_uri, bundle)
+        safe_extract(bundle, code_dir)
+        return channels, code_dir, str(program)
+
+    def _train(self, job: Any, tree: JobTree, channels: dict[str, Path], code_dir: Path, program: str,
+               on_line: Callable[[str], None]) -> tuple[int, str | None]:
+        """The entry point under the SageMaker contract, stopped at the job's MaxRuntimeInSeconds."""
+        name = job.training_job_name
+        job.secondary_status = "Training"
+        max_runtime = (job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400)
+        timer = threading.Timer(float(max_runtime), lambda: self.stop(name))
+        timer.start()
+        try:
+            return run_entry_point(
+                tree, channels, name, on_line=on_line, command=[sys.executable, program], cwd=code_dir,
+                # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
+                extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name})},
+                process_started=lambda p: self._procs.__setitem__(name, p))
         finally:
-            self._flush_logs(log_group, stream, buffered)
+            timer.cancel()
 
     def _finish(self, job: Any, status: str, reason: str | None) -> None:
         job.training_end_time = datetime.now(UTC)

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lambdaforge.local.errors import TemplateError
+from lambdaforge.project import load_template
 
 PLACEHOLDER_BUCKET = "lambdaforge-local-code"
 _URI_PROPERTIES = {
@@ -22,37 +21,6 @@ _URI_PROPERTIES = {
     "AWS::Serverless::LayerVersion": "ContentUri",
     "AWS::Serverless::StateMachine": "DefinitionUri",
 }
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML with CloudFormation's short-form tags (!Ref, !Sub, !GetAtt, ...)."""
-
-
-def _construct_tag(loader: _CfnLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {name: value}
-
-
-_CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-    except (OSError, yaml.YAMLError) as exc:
-        raise TemplateError(f"{path}: cannot be read as a CloudFormation template ({exc})") from exc
-    if not isinstance(data, dict) or "Resources" not in data:
-        raise TemplateError(f"{path}: no Resources section")
-    return data
 
 
 @dataclass(frozen=True)

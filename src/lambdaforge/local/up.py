@@ -1,8 +1,8 @@
-"""`lambdaforge up`: the whole pipeline on one machine.
+"""`lambdaforge up`: running the whole pipeline on one machine.
 
-Starts the embedded cloud, uploads data to the data bucket (which starts a retraining run exactly
-as in AWS), follows the run, then serves the live model through the local API gateway while new
-uploads keep retraining and promoting.
+The CLI starts the embedded cloud and uploads data to the data bucket (which starts a retraining
+run exactly as in AWS); this module finds the run, follows it, and serves and asks the local API
+gateway. How a run is shown is the CLI's business: `follow` only reports progress.
 """
 
 from __future__ import annotations
@@ -11,92 +11,45 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
+from lambdaforge.cloud.runs import RunProgress, RunResult
 from lambdaforge.local.cloud import LocalCloud
 from lambdaforge.local.errors import LocalCloudError
 from lambdaforge.local.gateway import LocalGateway
 
-
-@dataclass(frozen=True)
-class RunResult:
-    execution: str
-    status: str
-    states: list[str]
-    error: str | None
-    seconds: float
+__all__ = ["RunProgress", "RunResult", "follow", "predict", "sample_body", "start_gateway",
+           "wait_for_new_execution"]
 
 
-def upload_path(s3: Any, bucket: str, recipe: str, path: Path, name: str | None = None) -> str:
-    """A file goes to data/<recipe>/<name>; a folder's files go under data/<recipe>/<name>/, then _READY."""
-    path = Path(path)
-    if path.is_file():
-        key = f"data/{recipe}/{name or path.name}"
-        s3.upload_file(str(path), bucket, key)
-        return key
-    if not path.is_dir():
-        raise LocalCloudError(f"{path}: no such file or folder")
-    prefix = f"data/{recipe}/{name or path.name}/"
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise LocalCloudError(f"{path}: the folder has no files")
-    for file in files:
-        s3.upload_file(str(file), bucket, prefix + file.relative_to(path).as_posix())
-    s3.put_object(Bucket=bucket, Key=prefix + "_READY", Body=b"")
-    return prefix + "_READY"
+def _progress(cloud: LocalCloud, execution: str, status: str, states: list[str], started: float) -> RunProgress:
+    live = cloud.trainer.live_metrics if cloud.trainer else {}
+    job = list(live)[-1] if live else None
+    return RunProgress(execution=execution, status=status, states=states, started=started, job=job,
+                       metrics=dict(live[job]) if job else {})
 
 
-def _render(cloud: LocalCloud, execution: str, status: str, states: list[str], started: float) -> Table:
-    table = Table(title=f"retraining run {execution}", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("workflow", f"{status} - {states[-1] if states else 'starting'}")
-    table.add_row("elapsed", f"{time.time() - started:.0f} s")
-    jobs = list(cloud.trainer.live_metrics) if cloud.trainer else []
-    if jobs and cloud.trainer:
-        job = jobs[-1]
-        metrics = cloud.trainer.live_metrics[job]
-        table.add_row("training job", job)
-        if metrics:
-            table.add_row("metrics", "  ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-    table.add_row("path", " > ".join(states[-8:]))
-    return table
-
-
-def follow(cloud: LocalCloud, execution: str, console: Console | None, timeout: float = 900.0) -> RunResult:
+def follow(cloud: LocalCloud, execution: str, on_update: Callable[[RunProgress], None] | None = None,
+           timeout: float = 900.0) -> RunResult:
+    """Poll a run until it ends (or `timeout`), telling `on_update` how far it got each time."""
     sfn = cloud.client("stepfunctions")
     arn = cloud.outputs["StateMachineArn"].replace(":stateMachine:", ":execution:") + f":{execution}"
     started = time.time()
     states: list[str] = []
     status = "RUNNING"
-    live = Live(console=console, refresh_per_second=4, transient=False) if console else None
-    if live:
-        live.start()
-    try:
-        while time.time() - started < timeout:
-            try:
-                status = sfn.describe_execution(executionArn=arn)["status"]
-                events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
-            except sfn.exceptions.ExecutionDoesNotExist:
-                time.sleep(0.3)
-                continue
-            states = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
-            if live:
-                live.update(_render(cloud, execution, status, states, started))
-            if status != "RUNNING":
-                break
-            time.sleep(0.5)
-    finally:
-        if live:
-            live.stop()
-            if console:
-                console.print()
+    while time.time() - started < timeout:
+        try:
+            status = sfn.describe_execution(executionArn=arn)["status"]
+            events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+        except sfn.exceptions.ExecutionDoesNotExist:
+            time.sleep(0.3)
+            continue
+        states = [e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e]
+        if on_update:
+            on_update(_progress(cloud, execution, status, states, started))
+        if status != "RUNNING":
+            break
+        time.sleep(0.5)
     error = None
     if status != "SUCCEEDED":
         failure = [e for e in sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]

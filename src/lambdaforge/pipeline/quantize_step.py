@@ -66,13 +66,14 @@ class QuantizeStep:
                               version=version, model_uri=model_uri, chosen=report.chosen, metrics=record.metrics)
 
     def _download(self, uri: str, dest: Path) -> Path:
+        from lambdaforge.s3transfer import download_file
+
         bucket, key = split_s3_uri(uri)
         head = self.s3.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] > self.settings.max_artifact_bytes:
             raise ArtifactTooLargeError(f"{uri}: {head['ContentLength']} bytes is over the limit of "
                                         f"{self.settings.max_artifact_bytes}")
-        self.s3.download_file(bucket, key, str(dest))
-        return dest
+        return download_file(self.s3, uri, dest)
 
     def _upload_dir(self, folder: Path, prefix: str) -> str:
         """Write every file under a new prefix; refuse to replace anything that is already there."""

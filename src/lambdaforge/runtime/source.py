@@ -47,35 +47,23 @@ def resolve_location(explicit: str | None = None) -> str:
 
 
 def _download_s3(uri: str, cache_root: Path) -> Path:
-    from lambdaforge.aws import client, split_s3_uri
+    from lambdaforge.aws import client
+    from lambdaforge.errors import S3TransferError
+    from lambdaforge.s3transfer import download_prefix
 
     target = cache_root / hashlib.sha256(uri.encode()).hexdigest()[:24]
     if (target / MANIFEST_NAME).is_file():
         return target  # a warm container already has it; it is verified again on open
-    bucket, prefix = split_s3_uri(uri.rstrip("/") + "/")
-    s3 = client("s3")
-    keys: list[tuple[str, int]] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend((obj["Key"], obj["Size"]) for obj in page.get("Contents", []))
-    if not keys:
-        raise RuntimeModelError(f"{uri}: no objects under this prefix")
-    if sum(size for _, size in keys) > MAX_MODEL_BYTES:
-        raise RuntimeModelError(f"{uri}: model is larger than {MAX_MODEL_BYTES} bytes")
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".download-"))
     try:
-        for key, _ in keys:
-            rel = key[len(prefix):]
-            if not rel or rel.endswith("/"):
-                continue
-            if rel.startswith("/") or ".." in rel.split("/"):
-                raise RuntimeModelError(f"{uri}: object key {key!r} escapes the model directory")
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            s3.download_file(bucket, key, str(dest))
+        download_prefix(client("s3"), uri.rstrip("/") + "/", tmp, max_bytes=MAX_MODEL_BYTES)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except S3TransferError as exc:  # no objects, too large, or a key that escapes: the model is not servable
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeModelError(str(exc)) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

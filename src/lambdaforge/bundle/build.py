@@ -1,11 +1,4 @@
-"""Container build contexts and their runtime payload (installed dependencies + model).
-
-The Dockerfiles under packaging/ and `lambdaforge package` use the same slimming list
-(packaging/<function>/slim.txt), so what the payload report measures is what the image holds.
-
-    python -m lambdaforge.bundle slim TARGET SLIM_TXT       # in the Dockerfile, after pip install
-    python -m lambdaforge.bundle lock REQUIREMENTS SLIM_TXT # after pip-compile (make lock)
-"""
+"""Building images: the slim list, the lock filter, the pip install for Lambda, build contexts, image ENV."""
 
 from __future__ import annotations
 
@@ -18,15 +11,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lambdaforge.errors import LambdaforgeError
+from lambdaforge.bundle.errors import BundleError
 
 LAMBDA_PYTHON = "3.12"
 LAMBDA_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-DEFAULT_BUDGET_MB = 160
-
-
-class BundleError(LambdaforgeError):
-    """A build context or payload cannot be made."""
 
 
 @dataclass(frozen=True)
@@ -203,23 +191,6 @@ def image_env(root: Path, function: str) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class Payload:
-    deps_bytes: int
-    code_bytes: int
-    model_bytes: int
-    budget_bytes: int
-    bytecode_bytes: int = 0  # the .pyc files inside deps_bytes
-
-    @property
-    def total_bytes(self) -> int:
-        return self.deps_bytes + self.code_bytes + self.model_bytes
-
-    @property
-    def within_budget(self) -> bool:
-        return self.total_bytes <= self.budget_bytes
-
-
 def assemble_context(root: Path, function: str, model_dir: Path | None, out: Path) -> Path:
     """A self-contained Docker build context: Dockerfile, requirements, lambdaforge, handler, model."""
     packaging_dir = root / "packaging" / function
@@ -239,33 +210,3 @@ def assemble_context(root: Path, function: str, model_dir: Path | None, out: Pat
         md = open_model_dir(model_dir)  # only a verified model is baked in
         shutil.copytree(md.path, out / "model")
     return out
-
-
-def payload(root: Path, function: str, model_dir: Path | None, cache_root: Path,
-            budget_mb: float = DEFAULT_BUDGET_MB, python: str | None = None) -> Payload:
-    packaging_dir = root / "packaging" / function
-    spec = SlimSpec.read(packaging_dir / "slim.txt")
-    deps = install_deps(packaging_dir / "requirements.txt", spec, cache_root, python)
-    code = (dir_size(root / "src" / "lambdaforge", without_caches=True)
-            + dir_size(root / "functions" / function, without_caches=True))
-    return Payload(deps_bytes=dir_size(deps), code_bytes=code,
-                   model_bytes=dir_size(model_dir) if model_dir else 0, budget_bytes=int(budget_mb * 1024 * 1024),
-                   bytecode_bytes=sum(p.stat().st_size for p in deps.rglob("*.pyc")))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) == 3 and args[0] == "slim":
-        removed = slim(Path(args[1]), SlimSpec.read(Path(args[2])))
-        print(f"slimmed {args[1]}: removed {removed / 1e6:.1f} MB")
-        return 0
-    if len(args) == 3 and args[0] == "lock":
-        dropped = filter_lock(Path(args[1]), SlimSpec.read(Path(args[2])))
-        print(f"{args[1]}: dropped {', '.join(dropped) or 'nothing'}")
-        return 0
-    print("usage: python -m lambdaforge.bundle slim TARGET SLIM_TXT | lock REQUIREMENTS SLIM_TXT", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
