@@ -224,6 +224,70 @@ def load_run(port: int, body: dict[str, Any], requests_total: int, concurrency: 
             "p99_ms": round(float(np.percentile(latencies, 99)), 3), "seconds": round(elapsed, 2)}
 
 
+def cold_starts(models: dict[str, tuple[Path, Path]], tmp: Path, runs: int) -> dict[str, Any]:
+    """Ours (image-equivalent venv, with and without X-Ray) against the torch handler, same event and model."""
+    text_fp32, text_int8 = models["text"]
+    event = _event(PREDICT_TEXT, tmp / "event.json")
+    # Ours runs where the image's dependencies are exactly installed (the image-equivalent venv,
+    # Python 3.12 like the Lambda image); torch runs in the dev venv that has it.
+    python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
+    src = str(ROOT / "src")
+    ours_env = {**image_env(ROOT, "inference"), "MODEL_URI": str(text_int8)}  # the image's ENV, our model
+    print(f"cold starts (ours, {python}) ...")
+    ours = cold_start(ROOT / "functions" / "inference", event, ours_env, runs, python, src)
+    print("cold starts (ours, X-Ray SDK loaded as with tracing active) ...")
+    xray = cold_start(ROOT / "functions" / "inference", event,
+                      {**ours_env, "POWERTOOLS_TRACE_DISABLED": "false",
+                       "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "inference"),
+                       "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, runs, python, src)
+    print("cold starts (torch) ...")
+    # the torch handler gets our image's OpenBLAS setting too, so that only the handlers differ
+    torch_env = {"TORCH_MODEL_DIR": str(text_fp32), "OPENBLAS_NUM_THREADS": ours_env["OPENBLAS_NUM_THREADS"]}
+    torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, torch_env, runs)
+    return {
+        "cold_start_s": {"ours": round(ours["median_s"], 3), "torch": round(torch_cs["median_s"], 3),
+                         "ours_with_xray": round(xray["median_s"], 3)},
+        "cold_start_python": {"ours": python, "torch": sys.executable},
+        "peak_rss_mb": {"ours": round(ours["peak_rss_mb"], 1), "torch": round(torch_cs["peak_rss_mb"], 1)},
+        "cold_start_runs_s": {"ours": ours["runs"], "torch": torch_cs["runs"]},
+    }
+
+
+def served(model: Path, warm_runs: int, load_requests: int) -> dict[str, Any]:
+    """Warm latency and the load run against `lambdaforge serve` on a free port."""
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lambdaforge.cli", "serve", "--model", str(model),
+                               "--port", str(port)], env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        from lambdaforge.runtime import get_predictor
+
+        body = get_predictor(str(model)).sample_request()
+        print("warm latency ...")
+        warm = warm_latency(model, body, warm_runs, port)
+        print("load run ...")
+        return {"warm_ms": warm, "load": load_run(port, body, max(load_requests, 2000), 8, max_seconds=300)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    cs, rss = results["cold_start_s"], results["peak_rss_mb"]
+    return {
+        "cold_start_speedup": round(cs["torch"] / cs["ours"], 2),
+        "peak_rss_fraction": round(rss["ours"] / rss["torch"], 3),
+        "payload_fraction": {r: round(p["ours"] / p["torch"], 4) for r, p in results["payload_mb"].items()},
+        "http_overhead_p50_ms": round(results["warm_ms"]["http"]["p50"] - results["warm_ms"]["in_process"]["p50"], 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
@@ -234,67 +298,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        workdir = args.workdir or tmp
-        models = {r: train_and_quantize(r, workdir) for r in ("digits", "text")}
+        models = {r: train_and_quantize(r, args.workdir or tmp) for r in ("digits", "text")}
         results: dict[str, Any] = {"machine": machine(), "cold_start_recipe": "text", "warm_recipe": "digits"}
-
-        text_fp32, text_int8 = models["text"]
-        event = _event(PREDICT_TEXT, tmp / "event.json")
-        # Ours runs where the image's dependencies are exactly installed (the image-equivalent venv,
-        # Python 3.12 like the Lambda image); torch runs in the dev venv that has it.
-        python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
-        src = str(ROOT / "src")
-        ours_env = {**image_env(ROOT, "inference"), "MODEL_URI": str(text_int8)}  # the image's ENV, our model
-        print(f"cold starts (ours, {python}) ...")
-        ours = cold_start(ROOT / "functions" / "inference", event, ours_env, args.cold_runs, python, src)
-        print("cold starts (ours, X-Ray SDK loaded as with tracing active) ...")
-        xray = cold_start(ROOT / "functions" / "inference", event,
-                          {**ours_env, "POWERTOOLS_TRACE_DISABLED": "false",
-                           "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "inference"),
-                           "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, args.cold_runs, python, src)
-        print("cold starts (torch) ...")
-        # the torch handler gets our image's OpenBLAS setting too, so that only the handlers differ
-        torch_env = {"TORCH_MODEL_DIR": str(text_fp32), "OPENBLAS_NUM_THREADS": ours_env["OPENBLAS_NUM_THREADS"]}
-        torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, torch_env, args.cold_runs)
-        results["cold_start_s"] = {"ours": round(ours["median_s"], 3), "torch": round(torch_cs["median_s"], 3),
-                                   "ours_with_xray": round(xray["median_s"], 3)}
-        results["cold_start_python"] = {"ours": python, "torch": sys.executable}
-        results["peak_rss_mb"] = {"ours": round(ours["peak_rss_mb"], 1), "torch": round(torch_cs["peak_rss_mb"], 1)}
-        results["cold_start_runs_s"] = {"ours": ours["runs"], "torch": torch_cs["runs"]}
-
+        results.update(cold_starts(models, tmp, args.cold_runs))
         print("payloads ...")
         results["payload_mb"] = payloads(models)
-
-        digits_int8 = models["digits"][1]
-        port = _free_port()
-        server = subprocess.Popen([sys.executable, "-m", "lambdaforge.cli", "serve", "--model", str(digits_int8),
-                                   "--port", str(port)], env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(300):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            from lambdaforge.runtime import get_predictor
-
-            body = get_predictor(str(digits_int8)).sample_request()
-            print("warm latency ...")
-            results["warm_ms"] = warm_latency(digits_int8, body, args.warm_runs, port)
-            print("load run ...")
-            results["load"] = load_run(port, body, max(args.load_requests, 2000), 8, max_seconds=300)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-
-    cs, rss = results["cold_start_s"], results["peak_rss_mb"]
-    results["ratios"] = {
-        "cold_start_speedup": round(cs["torch"] / cs["ours"], 2),
-        "peak_rss_fraction": round(rss["ours"] / rss["torch"], 3),
-        "payload_fraction": {r: round(p["ours"] / p["torch"], 4) for r, p in results["payload_mb"].items()},
-        "http_overhead_p50_ms": round(results["warm_ms"]["http"]["p50"] - results["warm_ms"]["in_process"]["p50"], 3),
-    }
+        results.update(served(models["digits"][1], args.warm_runs, args.load_requests))
+    results["ratios"] = ratios(results)
     print(json.dumps(results["ratios"], indent=2))
     write_json(args.out, results)
 
