@@ -37,3 +37,7 @@ class UnsafeKeyError(S3TransferError):
 
 class NoObjectsError(S3TransferError):
     """An s3:// prefix that should hold objects holds none."""
+
+
+class ObjectExistsError(S3TransferError):
+    """An upload that may only write new keys found one already there (versions are never overwritten)."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lambdaforge.aws import split_s3_uri
-from lambdaforge.errors import NoObjectsError, S3TransferError, UnsafeKeyError
+from lambdaforge.aws import object_exists, split_s3_uri
+from lambdaforge.errors import NoObjectsError, ObjectExistsError, S3TransferError, UnsafeKeyError
 
 
 def list_objects(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
@@ -70,11 +70,17 @@ def upload_file(s3: Any, path: Path, bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def upload_folder(s3: Any, folder: Path, bucket: str, prefix: str, *, hidden: bool = True) -> list[str]:
-    """Every file under `folder` to `prefix`/<its path below folder>; `hidden=False` leaves dot-files out."""
+def upload_folder(s3: Any, folder: Path, bucket: str, prefix: str, *, hidden: bool = True,
+                  new_keys_only: bool = False) -> list[str]:
+    """Every file under `folder` to `prefix`/<its path below folder>; `hidden=False` leaves dot-files out.
+
+    `new_keys_only`: refuse (ObjectExistsError) to replace an object that is already there.
+    """
     base = prefix if not prefix or prefix.endswith("/") else prefix + "/"
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and (hidden or not p.name.startswith(".")))
     keys = [base + path.relative_to(folder).as_posix() for path in files]
     for path, key in zip(files, keys, strict=True):
+        if new_keys_only and object_exists(s3, bucket, key):
+            raise ObjectExistsError(f"s3://{bucket}/{key} already exists; versions are never overwritten")
         s3.upload_file(str(path), bucket, key)
     return keys

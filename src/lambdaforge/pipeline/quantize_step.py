@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from lambdaforge.artifact import ModelDir, open_model_dir, safe_extract
-from lambdaforge.aws import object_exists, split_s3_uri
+from lambdaforge.aws import split_s3_uri
 from lambdaforge.pipeline.errors import ArtifactTooLargeError, PipelineError
 from lambdaforge.pipeline.payloads import QuantizeRequest, QuantizeResult
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.quantize import from_mode, quantize_model_dir
 from lambdaforge.quantize.report import QuantizationReport
 from lambdaforge.registry import Catalog, VersionRecord
+from lambdaforge.s3transfer import download_file, upload_folder
 
 
 class QuantizeStep:
@@ -66,8 +67,6 @@ class QuantizeStep:
                               version=version, model_uri=model_uri, chosen=report.chosen, metrics=record.metrics)
 
     def _download(self, uri: str, dest: Path) -> Path:
-        from lambdaforge.s3transfer import download_file
-
         bucket, key = split_s3_uri(uri)
         head = self.s3.head_object(Bucket=bucket, Key=key)
         if head["ContentLength"] > self.settings.max_artifact_bytes:
@@ -78,12 +77,7 @@ class QuantizeStep:
     def _upload_dir(self, folder: Path, prefix: str) -> str:
         """Write every file under a new prefix; refuse to replace anything that is already there."""
         bucket = self.settings.artifacts_bucket
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            key = prefix + path.relative_to(folder).as_posix()
-            if object_exists(self.s3, bucket, key):
-                raise PipelineError(f"s3://{bucket}/{key} already exists; versions are never overwritten")
-            with path.open("rb") as body:
-                self.s3.put_object(Bucket=bucket, Key=key, Body=body)
+        upload_folder(self.s3, folder, bucket, prefix, new_keys_only=True)
         return f"s3://{bucket}/{prefix}"
 
 
