@@ -14,7 +14,7 @@ import pytest
 from lambdaforge.artifact import open_model_dir, sha256_file
 from lambdaforge.recipes import get_recipe
 from lambdaforge.training import parse_line
-from lambdaforge.training.checkpoint import latest_complete_step, load_latest, save_checkpoint
+from lambdaforge.training.checkpoint import complete_checkpoints, latest_complete_step, load_latest, save_checkpoint
 from lambdaforge.training.runner import JobTree, run_entry_point
 
 EXPECTED_FILES = {"model.onnx", "model.safetensors", "eval.npz", "calibration.npz"}
@@ -138,6 +138,23 @@ def test_checkpoints_without_a_pointer_are_absent(tmp_path: Path) -> None:
     assert not (tmp_path / "checkpoint-00000005.pt").exists()
 
 
+def test_a_restored_spot_job_keeps_a_complete_checkpoint_to_fall_back_on(tmp_path: Path) -> None:
+    """S3 restored the pointer [200, 100] but not checkpoint 200: resuming from 100 and saving 150 must
+    keep 100 (not the missing 200) as the fallback, so losing 150 too costs 50 steps, not the run."""
+    import torch
+
+    for step in (100, 200):
+        save_checkpoint(tmp_path, step, {"step": step, "model": {"w": torch.zeros(2)}})
+    (tmp_path / "checkpoint-00000200.pt").unlink()
+    state = load_latest(tmp_path)
+    assert state is not None and state["step"] == 100
+    save_checkpoint(tmp_path, 150, {"step": 150, "model": {"w": torch.zeros(2)}})
+    assert [e["step"] for e in complete_checkpoints(tmp_path)] == [150, 100]
+    (tmp_path / "checkpoint-00000150.pt").unlink()  # the next interruption loses 150 as well
+    state = load_latest(tmp_path)
+    assert state is not None and state["step"] == 100
+
+
 def test_a_pointer_cannot_name_a_file_outside_the_checkpoint_folder(tmp_path: Path) -> None:
     import torch
 
@@ -154,7 +171,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_sagemakers_grace_period(tmp
     tree, data = start(tmp_path, {"recipe": "digits", "epochs": 200, "checkpoint_every": 5})
     proc, lines, seconds = _run_until_checkpoint(tree, data, signal.SIGTERM)
     assert proc.returncode == 143
-    assert seconds < 120  # SageMaker sends SIGKILL 120 s after SIGTERM: the save must land before that
+    assert seconds < 30  # SageMaker allows 120 s
     assert "SIGTERM" in tree.failure_file.read_text()
     assert any("SIGTERM received" in line for line in lines)
     saved = latest_complete_step(tree.checkpoint_dir)

@@ -33,7 +33,10 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
     try:
         torch.save(state, tmp)
         os.replace(tmp, target)
-        kept = [entry for entry in complete_checkpoints(directory) if entry["file"] != target.name][:KEEP - 1]
+        # Older entries stay only if they come before this step and their file is here: a restored spot
+        # job may have a pointer naming files from an abandoned future, or files S3 never received.
+        kept = [e for e in complete_checkpoints(directory)
+                if e["step"] < step and (directory / e["file"]).is_file()][:KEEP - 1]
         entry: dict[str, Any] = {"step": step, "file": target.name, "sha256": sha256_file(target)}
         complete = [entry, *kept]
         meta_tmp = directory / f".{POINTER}.tmp"
