@@ -57,17 +57,17 @@ def test_gateway_round_trip_and_function_errors() -> None:
 
     gw = LocalGateway(invoker, port=0).start()
     try:
-        r = requests.get(f"{gw.url}/hello?x=1", timeout=5, cookies={"k": "v"})
+        r = requests.get(f"{gw.url}/hello?x=1", timeout=60, cookies={"k": "v"})
         assert r.status_code == 200 and r.json() == {"path": "/hello", "q": {"x": "1"}}
         assert r.headers["apigw-requestid"]
         assert seen[-1]["cookies"] == ["k=v"]
-        r = requests.get(f"{gw.url}/boom", timeout=5)
+        r = requests.get(f"{gw.url}/boom", timeout=60)
         assert r.status_code == 500 and r.json() == {"message": "Internal Server Error"}
         big = b"x" * (10 * 1024 * 1024 + 1)
         r = requests.post(f"{gw.url}/x", data=big, timeout=30)
         assert r.status_code == 413
         results: list[int] = []
-        threads = [threading.Thread(target=lambda: results.append(requests.get(f"{gw.url}/c", timeout=5).status_code))
+        threads = [threading.Thread(target=lambda: results.append(requests.get(f"{gw.url}/c", timeout=60).status_code))
                    for _ in range(8)]
         for t in threads:
             t.start()
