@@ -141,8 +141,10 @@ def running(**env_overrides: str) -> Iterator[Stack]:
     """A fresh moto account with the stack in it; the environment is restored afterwards."""
     from moto import mock_aws
 
+    from lambdaforge.local import fidelity
+
     saved = dict(os.environ)
-    with mock_aws():
+    with mock_aws(), fidelity.applied():
         try:
             yield build(**env_overrides)
         finally:

@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.parser import ValidationError
 
 from lambdaforge.artifact import pack_dir
 from lambdaforge.local.context import LocalLambdaContext
+from lambdaforge.pipeline.errors import PromotionError
 from lambdaforge.registry import Catalog, RegistryError
 from tests.functional import moto_stack
 from tests.functional.moto_stack import Stack
@@ -210,3 +211,53 @@ def test_a_firing_alarm_aborts_the_canary(stack: Stack) -> None:
         promote(stack, "finalize", 2)
     assert alias(stack) == (v1, {})
     assert Catalog(stack.registry_table).state("digits").live == 1
+
+
+def latest_model(stack: Stack) -> str:
+    config = stack.client("lambda").get_function_configuration(FunctionName=stack.inference_function)
+    return str(config["Environment"]["Variables"].get("MODEL_URI", ""))
+
+
+def test_latest_never_keeps_a_published_model_so_a_code_deploy_cannot_bring_one_back(stack: Stack) -> None:
+    """`sam deploy` of new code publishes $LATEST. Were $LATEST left pinned to the last model published,
+    that deploy would put a rolled-back (or aborted) model back on alias live."""
+    add_versions(stack, 1, 2)
+    assert latest_model(stack) == ""
+    promote(stack, "canary", 1)
+    assert latest_model(stack) == ""
+    promote(stack, "canary", 2)
+    assert latest_model(stack) == ""
+    promote(stack, "finalize", 2)
+    promote(stack, "rollback")
+    assert latest_model(stack) == ""
+    # what a code deploy does: publish $LATEST. The new version serves the registry's live model.
+    deployed = stack.client("lambda").publish_version(FunctionName=stack.inference_function)["Version"]
+    assert pinned_model(stack, deployed) == ""
+
+
+def test_a_promotion_whose_alias_moved_since_it_read_it_changes_nothing(stack: Stack) -> None:
+    """Two promoters (a workflow and an operator's rollback, say) cannot both move alias live."""
+    from lambdaforge.pipeline.promote import Promoter
+    from lambdaforge.pipeline.settings import PipelineSettings
+
+    add_versions(stack, 1, 2, 3)
+    promote(stack, "canary", 1)
+    slow = Promoter(PipelineSettings.from_env())
+    read_before = slow.alias_state()
+    promote(stack, "canary", 2)  # the other promoter moves the alias first
+    moved = alias(stack)
+    slow.alias_state = lambda: read_before  # type: ignore[method-assign]
+    with pytest.raises(PromotionError, match="moved since it was read"):
+        slow.canary("digits", 3)
+    assert alias(stack) == moved
+
+
+def test_finalize_refuses_when_the_alias_no_longer_carries_its_canary(stack: Stack) -> None:
+    add_versions(stack, 1, 2)
+    v1 = promote(stack, "canary", 1)["lambda_version"]
+    promote(stack, "canary", 2)
+    stack.client("lambda").update_alias(FunctionName=stack.inference_function, Name="live", FunctionVersion=v1,
+                                        RoutingConfig={"AdditionalVersionWeights": {}})  # an operator's undo
+    with pytest.raises(PromotionError, match="no longer carries its canary"):
+        promote(stack, "finalize", 2)
+    assert alias(stack) == (v1, {}) and Catalog(stack.registry_table).state("digits").live == 1

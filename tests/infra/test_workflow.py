@@ -112,3 +112,44 @@ def test_each_lambda_task_payload_is_exactly_what_its_handler_parses(asl: dict[s
             if key == "model_artifact":
                 sample[key] = "s3://bucket/training/job/output/model.tar.gz"
         model.model_validate(sample)  # the literal values (action, status) are ones the handler accepts
+
+
+def sdk_result_fields_read(asl: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(state, service, operation, top-level field) for each field a ResultSelector takes from an aws-sdk task."""
+    out = []
+    for name, state in asl["States"].items():
+        match = re.fullmatch(r"arn:aws:states:::aws-sdk:(\w+):(\w+)", str(state.get("Resource", "")))
+        if not match:
+            continue
+        for key, path in (state.get("ResultSelector") or {}).items():
+            if key.endswith(".$") and str(path).startswith("$.") and not str(path).startswith("$$"):
+                field = re.split(r"[.\[]", path[2:])[0]
+                out.append((name, match.group(1), match.group(2)[0].upper() + match.group(2)[1:], field))
+    return out
+
+
+def optional_fields_read(asl: dict[str, Any]) -> list[str]:
+    import botocore.session
+
+    session = botocore.session.get_session()
+    wrong = []
+    for state, service, operation, field in sdk_result_fields_read(asl):
+        output = session.get_service_model(service).operation_model(operation).output_shape
+        if field not in output.required_members:
+            wrong.append(f"{state}: {service}:{operation} may answer without {field}")
+    return wrong
+
+
+def test_result_selectors_read_only_fields_the_api_always_returns(asl: dict[str, Any]) -> None:
+    """A ResultSelector path to an absent field raises States.Runtime in AWS, which no Catch handles:
+    the execution fails outright and nothing records the failure or releases the lock. (A Stopped
+    SageMaker job has no FailureReason.) moto's interpreter is more forgiving, so this is pinned here."""
+    assert sdk_result_fields_read(asl), "the workflow reads no aws-sdk result: the check would check nothing"
+    assert optional_fields_read(asl) == []
+
+
+def test_the_optional_field_check_catches_a_selector_on_failure_reason(asl: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(asl))
+    broken["States"]["DescribeFailure"]["ResultSelector"] = {"reason.$": "$.FailureReason"}
+    assert optional_fields_read(broken) == [
+        "DescribeFailure: sagemaker:DescribeTrainingJob may answer without FailureReason"]

@@ -59,7 +59,7 @@ class Pipeline:
 
     def next_run(self, timeout: float = 120) -> RunResult:
         name = wait_for_new_execution(self.cloud, self.known, timeout=timeout)
-        assert name is not None, "no retraining run started"
+        assert name is not None, f"no retraining run started\n{dump_logs(self.cloud)}"
         self.known.add(name)
         return follow(self.cloud, name, None, timeout=600)
 

@@ -14,9 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import requests
 
+from lambdaforge.local.audit import audit, report
 from tests.conftest import load_event
 from tests.pipeline.conftest import (
     ONE,
@@ -26,6 +28,8 @@ from tests.pipeline.conftest import (
     model_version,
     succeeded,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_first_upload_makes_version_1_live_and_answering(pipeline: Pipeline,
@@ -194,3 +198,32 @@ def test_the_cli_works_against_the_local_cloud(live: Pipeline, bad_data_run: Bad
     assert uploaded.returncode == 0 and "data/digits/from-cli.csv" in uploaded.stdout
     run = pipeline.next_run()
     succeeded(pipeline, run)
+
+
+def test_the_permission_audit(live: Pipeline, bad_data_run: BadDataRun, promoted_again: int,
+                              tmp_path: Path) -> None:
+    """Under IAM enforcement every call each role made was allowed (else the flows above failed), and
+    every action the template grants was used by some call or is listed with its reason in
+    infra/iam-audit.yaml. The flows: a promotion, a failed run (`bad_data_run`), a second promotion
+    with a canary (`promoted_again`), and below, a rollback and a rejected upload."""
+    out = live.cloud.client("lambda").invoke(FunctionName=live.cloud.physical["PromoteFunction"],
+                                             Payload=json.dumps({"action": "rollback", "recipe": "digits"}))
+    assert "FunctionError" not in out, out["Payload"].read()
+    live.notifications()
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    live.upload(empty, "empty.csv")  # a rejected upload: the trigger records and announces it
+    deadline = time.time() + 120
+    while not any("empty.csv" in m for m in live.notifications()):
+        assert time.time() < deadline, "the rejected upload was not announced"
+    audits = audit(live.cloud.translated.cfn, list(live.cloud.iam.calls), live.cloud.physical,
+                   ROOT / "infra" / "iam-audit.yaml")
+    text = report(audits)
+    (tmp_path / "iam-audit.md").write_text(text)
+    if os.environ.get("LAMBDAFORGE_IAM_AUDIT_REPORT"):
+        Path(os.environ["LAMBDAFORGE_IAM_AUDIT_REPORT"]).write_text(text)
+    assert {a.role for a in audits} >= {"TriggerFunctionRole", "QuantizeFunctionRole", "PromoteFunctionRole",
+                                        "InferenceFunctionRole", "RetrainStateMachineRole",
+                                        "SageMakerExecutionRole"}
+    assert all(a.used for a in audits if a.role != "CodeDeployServiceRole"), text  # every role acted
+    assert [a.role for a in audits if not a.clean] == [], text

@@ -13,6 +13,7 @@ import pytest
 
 from lambdaforge.registry import (
     Catalog,
+    ConcurrentUpdateError,
     NoRegistryTableError,
     NothingToRollBackError,
     Runs,
@@ -158,3 +159,38 @@ def test_a_registry_needs_a_table() -> None:
         Catalog("")
     with pytest.raises(NoRegistryTableError, match="REGISTRY_TABLE"):
         Runs("")
+
+
+def _with_stale_reads(catalog: Catalog, stale: Any) -> None:
+    """The catalogue as a promoter that read the state before another promoter wrote it."""
+    catalog.state = lambda recipe: stale  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("first_live", [True, False])
+def test_two_promotions_that_race_cannot_both_win(table: Any, first_live: bool) -> None:
+    catalog = Catalog("lf-registry", table=table)
+    v1, v2, v3 = (add_version(catalog) for _ in range(3))
+    if first_live:
+        catalog.mark_live("digits", v1)
+    read_by_a = catalog.state("digits")
+    catalog.mark_live("digits", v2)  # promoter B writes first
+    racer = Catalog("lf-registry", table=table)
+    _with_stale_reads(racer, read_by_a)
+    with pytest.raises(ConcurrentUpdateError, match="another promotion or rollback won"):
+        racer.mark_live("digits", v3)
+    state = catalog.state("digits")
+    assert state.live == v2 and v3 not in state.history  # A's write did not land
+
+
+def test_a_rollback_racing_a_promotion_does_not_overwrite_it(table: Any) -> None:
+    catalog = Catalog("lf-registry", table=table)
+    v1, v2, v3 = (add_version(catalog) for _ in range(3))
+    catalog.mark_live("digits", v1)
+    catalog.mark_live("digits", v2)
+    read_by_rollback = catalog.state("digits")
+    catalog.mark_live("digits", v3)
+    racer = Catalog("lf-registry", table=table)
+    _with_stale_reads(racer, read_by_rollback)
+    with pytest.raises(ConcurrentUpdateError):
+        racer.mark_rolled_back("digits", v1)
+    assert catalog.state("digits").live == v3

@@ -21,7 +21,9 @@ from typing import Any
 from lambdaforge import envvars
 from lambdaforge.cloud.errors import StackNotFoundError
 from lambdaforge.cloud.stack import StackRef
+from lambdaforge.local import fidelity
 from lambdaforge.local.errors import FunctionError, LocalCloudError
+from lambdaforge.local.iam import INTERPRETER_KEY, Enforcer, Principal, normal_hook, s3_hook, trusts
 from lambdaforge.local.intrinsics import Resolver
 from lambdaforge.local.lambda_executor import LambdaExecutor
 from lambdaforge.local.sagemaker_executor import SageMakerExecutor
@@ -35,6 +37,7 @@ SECRET_KEY = "testing"  # noqa: S105 - moto's fixed local credentials
 # Template parameters that make sense on one machine: fast polling and canaries, an open local API.
 LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "ApiAuth": "NONE", "EnableTracing": "false"}
 STATE_FILE = "local.json"
+_ABSENT = object()  # a patched attribute the class did not define itself
 
 
 def state_folder(explicit: Path | None = None, root: Path | None = None) -> Path:
@@ -124,7 +127,8 @@ class _LogShipper:
 class LocalCloud:
     def __init__(self, *, root: Path | None = None, state_dir: Path | None = None,
                  parameters: dict[str, str] | None = None, stack_name: str = "lambdaforge-local",
-                 region: str = "us-east-1", echo: Callable[[str], None] | None = None) -> None:
+                 region: str = "us-east-1", echo: Callable[[str], None] | None = None,
+                 enforce_iam: bool = True) -> None:
         self.root = project_root(root)
         self.state_dir = state_folder(state_dir, self.root)
         self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
@@ -134,6 +138,7 @@ class LocalCloud:
         self.port = 0
         self.endpoint = ""
         self.api = LocalApi()
+        self.translated: Any = None  # the template in CloudFormation form, once the stack exists
         self.outputs: dict[str, str] = {}
         self.physical: dict[str, str] = {}
         self._server: Any = None
@@ -143,6 +148,9 @@ class LocalCloud:
         self.trainer: SageMakerExecutor | None = None
         self.logs: _LogShipper | None = None
         self._streams: dict[tuple[str, str], str] = {}
+        self.enforce_iam = enforce_iam
+        self.iam = Enforcer(ACCOUNT, admin_keys={ACCESS_KEY})
+        self._issued: dict[tuple[str, str, str], dict[str, str]] = {}
 
     # --- lifecycle
     def __enter__(self) -> LocalCloud:
@@ -172,13 +180,17 @@ class LocalCloud:
             "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             envvars.AWS_ENDPOINT_URL: self.endpoint, envvars.CACHE_DIR: str(self.state_dir / "lambda-tmp"),
         }
-        self.executor = LambdaExecutor(base_env=worker_env, region=self.region, account=ACCOUNT,
-                                       sink=self._function_log)
-        self.trainer = SageMakerExecutor(s3=self.client("s3"), logs=self.client("logs"), state_dir=self.state_dir,
-                                         region=self.region, account=ACCOUNT, sink=self._job_log)
+        self.executor = LambdaExecutor(
+            base_env=worker_env, region=self.region, account=ACCOUNT, sink=self._function_log,
+            credentials=lambda role, session: self.credentials(role, "lambda.amazonaws.com", session))
+        self.trainer = SageMakerExecutor(
+            s3=lambda env: self.client_as(env, "s3"), logs=self.client("logs"),
+            state_dir=self.state_dir, region=self.region, account=ACCOUNT, sink=self._job_log,
+            credentials=lambda role, session: self.credentials(role, "sagemaker.amazonaws.com", session))
         self._install_patches()
         try:
             self._create_stack()
+            self._enforce_iam()
         except Exception:
             self.stop()
             raise
@@ -186,6 +198,7 @@ class LocalCloud:
         return self
 
     def stop(self) -> None:
+        self.iam.enabled = False
         if self.executor:
             self.executor.shutdown()
         if self.trainer:
@@ -193,7 +206,10 @@ class LocalCloud:
         if self.logs:
             self.logs.close()
         for owner, name, original in reversed(self._patches):
-            setattr(owner, name, original)
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
         self._patches.clear()
         if self._server is not None:
             self._server.stop()
@@ -225,6 +241,15 @@ class LocalCloud:
     def client(self, service: str) -> Any:
         return self.stack_ref().client(service)
 
+    def client_as(self, credentials: dict[str, str], service: str) -> Any:
+        """A client signing with issued credentials (`credentials()`), not the administrator's."""
+        import boto3
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint,
+                             aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+                             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+                             aws_session_token=credentials["AWS_SESSION_TOKEN"])
+
     def write_state(self) -> None:
         state = {"endpoint": self.endpoint, "region": self.region, "stack": self.stack_name, "pid": os.getpid(),
                  "outputs": self.outputs, "parameters": self.parameters}
@@ -233,6 +258,7 @@ class LocalCloud:
     # --- the stack
     def _create_stack(self) -> None:
         translated = translate(self.root / "template.yaml", self.parameters)
+        self.translated = translated
         resolver = Resolver(translated.cfn, self.parameters, region=self.region, account=ACCOUNT,
                             stack_name=self.stack_name)
         assert self.executor is not None
@@ -247,9 +273,40 @@ class LocalCloud:
             self.outputs[name] = str(resolver.resolve(output["Value"]))
         self.outputs["ApiUrl"] = ""  # the local gateway's URL is set when it starts
 
+    # --- IAM: each function, the workflow and each training job act as their own role
+    def credentials(self, role_arn: str, service: str, session: str) -> dict[str, str]:
+        """Temporary credentials of a role for a service its trust policy names, as the service gets them."""
+        key = (role_arn, service, session)
+        if key not in self._issued:
+            from moto.iam.models import iam_backends
+
+            name = role_arn.rsplit("/", 1)[-1]
+            role = iam_backends[ACCOUNT]["aws"].get_role(name)
+            trust = role.assume_role_policy_document
+            if not trusts(json.loads(trust) if isinstance(trust, str) else trust, service):
+                raise LocalCloudError(f"{service} cannot assume {role_arn}: its trust policy does not allow it")
+            issued = self.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=session[:64])["Credentials"]
+            self.iam.register(issued["AccessKeyId"], Principal(name, role_arn, session[:64]))
+            self._issued[key] = {"AWS_ACCESS_KEY_ID": issued["AccessKeyId"],
+                                 "AWS_SECRET_ACCESS_KEY": issued["SecretAccessKey"],
+                                 "AWS_SESSION_TOKEN": issued["SessionToken"]}
+        return self._issued[key]
+
+    def _enforce_iam(self) -> None:
+        """From here on every request is checked, and the workflow's service calls act as its role."""
+        sfn = self.client("stepfunctions")
+        roles = {sfn.describe_state_machine(stateMachineArn=m["stateMachineArn"])["roleArn"]
+                 for m in sfn.list_state_machines()["stateMachines"]}
+        if len(roles) > 1:
+            raise LocalCloudError("the local cloud runs one state machine role; the template has several")
+        for role_arn in roles:
+            self.credentials(role_arn, "states.amazonaws.com", "workflow")  # checks the trust policy
+            self.iam.register(INTERPRETER_KEY, Principal(role_arn.rsplit("/", 1)[-1], role_arn, "workflow"))
+        self.iam.enabled = self.enforce_iam
+
     # --- the executors' hooks into moto
     def _patch(self, owner: Any, name: str, replacement: Any) -> None:
-        self._patches.append((owner, name, getattr(owner, name)))
+        self._patches.append((owner, name, owner.__dict__.get(name, _ABSENT)))
         setattr(owner, name, replacement)
 
     def _install_patches(self) -> None:
@@ -308,6 +365,28 @@ class LocalCloud:
         self._patch(LambdaBackend, "invoke", invoke)
         self._patch(SageMakerModelBackend, "create_training_job", create_training_job)
         self._patch(Rule, "send_to_targets", send_to_targets)
+        self._install_fidelity_patches()
+
+    def _install_fidelity_patches(self) -> None:
+        """What moto lets pass or lacks and AWS does not: IAM on every request, StopTrainingJob, the
+        checks in `fidelity`."""
+        from moto.core.authorization import ActionAuthenticatorMixin
+        from moto.sagemaker.responses import SageMakerResponse
+
+        cloud = self
+
+        def stop_training_job(response: Any) -> Any:
+            from moto.core.responses import EmptyResult
+
+            assert cloud.trainer is not None
+            cloud.trainer.stop(response._get_param("TrainingJobName"))
+            return EmptyResult()
+
+        self._patch(ActionAuthenticatorMixin, "_authenticate_and_authorize_normal_action", normal_hook(self.iam))
+        self._patch(ActionAuthenticatorMixin, "_authenticate_and_authorize_s3_action", s3_hook(self.iam))
+        self._patch(SageMakerResponse, "stop_training_job", stop_training_job)
+        for owner, name, replacement in fidelity.patches():
+            self._patch(owner, name, replacement)
 
     def _function_log(self, function: str, version: str, line: str) -> None:
         assert self.logs is not None

@@ -26,6 +26,7 @@ from typing import Any
 from lambdaforge.local.errors import LocalCloudError
 
 LogSink = Callable[[str, str, str], None]  # (function name, version, line)
+RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session name) -> AWS_* variables
 WORKER_START_TIMEOUT = 120.0
 
 
@@ -121,8 +122,9 @@ class _Worker:
 
 class LambdaExecutor:
     def __init__(self, *, base_env: dict[str, str], region: str, account: str, sink: LogSink,
-                 max_workers_per_version: int = 4) -> None:
+                 max_workers_per_version: int = 4, credentials: RoleCredentials | None = None) -> None:
         self.base_env = base_env
+        self.credentials = credentials
         self.region = region
         self.account = account
         self.sink = sink
@@ -173,6 +175,8 @@ class LambdaExecutor:
             # No X-Ray daemon locally: tracing stays off, the rest of Powertools runs as deployed.
             "POWERTOOLS_TRACE_DISABLED": "true",
         })
+        if self.credentials:  # the function acts as its execution role, as in Lambda
+            env.update(self.credentials(fn.role, fn.function_name))
         return env
 
     @staticmethod

@@ -30,18 +30,28 @@ from lambdaforge.errors import NoObjectsError
 from lambdaforge.s3transfer import download_file, download_prefix, upload_file, upload_folder
 from lambdaforge.training.runner import JobTree, run_entry_point
 
+STOP_GRACE_SECONDS = 120.0  # what SageMaker gives a container between SIGTERM and SIGKILL
 LineSink = Callable[[str, str], None]  # (job name, line)
+RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session name) -> AWS_* variables
+
+
+def _kill_if_running(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
 
 
 class SageMakerExecutor:
-    def __init__(self, *, s3: Any, logs: Any, state_dir: Path, region: str, account: str, sink: LineSink) -> None:
-        self.s3 = s3
+    def __init__(self, *, s3: Callable[[dict[str, str]], Any], logs: Any, state_dir: Path, region: str,
+                 account: str, sink: LineSink, credentials: RoleCredentials) -> None:
+        self.s3_for = s3  # an S3 client for a set of credentials: the job's data moves as its role
+        self.credentials = credentials
         self.logs = logs
         self.state_dir = state_dir
         self.region = region
         self.account = account
         self.sink = sink
         self._procs: dict[str, subprocess.Popen[str]] = {}
+        self._stopping: dict[str, str] = {}  # job -> the secondary status it ends with once stopped
         self._threads: list[threading.Thread] = []
         self.live_metrics: dict[str, dict[str, float]] = {}  # job -> latest value of each metric, while it runs
 
@@ -58,14 +68,33 @@ class SageMakerExecutor:
             request.get("AlgorithmSpecification", {}).get("MetricDefinitions", []))
         job.final_metric_data_list = []
         job.training_end_time = None
+        job.training_start_time = datetime.now(UTC)
         thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.training_job_name}", daemon=True)
         self._threads.append(thread)
         thread.start()
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, secondary: str = "Stopped") -> None:
+        """StopTrainingJob (or a MaxRuntime/MaxWait limit): Stopping, SIGTERM, 120 s grace, then Stopped.
+
+        SageMaker gives a stopped job no FailureReason; its SecondaryStatus says why it stopped.
+        """
+        job = self.backend().training_jobs.get(name)
+        if job is None or job.training_job_status != "InProgress":
+            from moto.sagemaker.exceptions import ValidationError
+
+            state = job.training_job_status if job is not None else "unknown"
+            raise ValidationError(message=f"The training job {name} is {state}; only InProgress jobs can be stopped.")
+        self._stopping[name] = secondary
+        job.training_job_status = job.secondary_status = "Stopping"
+        self._signal(name)
+
+    def _signal(self, name: str) -> None:
         proc = self._procs.get(name)
         if proc and proc.poll() is None:
             proc.terminate()
+            killer = threading.Timer(STOP_GRACE_SECONDS, _kill_if_running, args=(proc,))
+            killer.daemon = True
+            killer.start()
 
     # --- the job
     def _run(self, job: Any) -> None:
@@ -80,21 +109,24 @@ class SageMakerExecutor:
         metrics: dict[str, float] = self.live_metrics.setdefault(name, {})
         on_line = self._line_handler(job, metrics, buffered, lambda: self._flush_logs(log_group, stream, buffered))
         try:
-            channels, code_dir, program = self._prepare(job, root, tree, on_line)
-            code, reason = self._train(job, tree, channels, code_dir, program, on_line)
+            role = self.credentials(job.role_arn, f"SageMaker-{name}"[:64])
+            s3 = self.s3_for(role)
+            channels, code_dir, program = self._prepare(job, s3, root, tree, on_line)
+            code, reason = self._train(job, tree, channels, code_dir, program, on_line, role)
             checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
             if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                upload_folder(self.s3, tree.checkpoint_dir, *split_s3_uri(checkpoint_uri))
+                upload_folder(s3, tree.checkpoint_dir, *split_s3_uri(checkpoint_uri))
             job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
                                           for k, v in sorted(metrics.items())]
+            if name in self._stopping:
+                self._finish(job, "Stopped", None, secondary=self._stopping[name])
+                return
             if code != 0:
-                stopped = self._procs.get(name) is not None and code in (-15, 143) and not reason
-                self._finish(job, "Stopped" if stopped else "Failed",
-                             reason or f"AlgorithmError: the training process exited with code {code}")
+                self._finish(job, "Failed", reason or f"AlgorithmError: the training process exited with code {code}")
                 return
             job.secondary_status = "Uploading"
             tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
-            upload_file(self.s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
+            upload_file(s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
             self._finish(job, "Completed", None)
         except Exception as exc:
             on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
@@ -122,14 +154,14 @@ class SageMakerExecutor:
 
         return on_line
 
-    def _prepare(self, job: Any, root: Path, tree: JobTree,
+    def _prepare(self, job: Any, s3: Any, root: Path, tree: JobTree,
                  on_line: Callable[[str], None]) -> tuple[dict[str, Path], Path, str]:
         """The /opt/ml tree as SageMaker lays it out: channels, hyperparameters, checkpoints, the source bundle."""
         job.secondary_status = "Downloading"
         channels: dict[str, Path] = {}
         for channel in job.input_data_config:
             local = root / "channels" / channel["ChannelName"]
-            download_prefix(self.s3, channel["DataSource"]["S3DataSource"]["S3Uri"], local)
+            download_prefix(s3, channel["DataSource"]["S3DataSource"]["S3Uri"], local)
             channels[channel["ChannelName"]] = local
         hps = dict(job.hyper_parameters or {})
         program = json.loads(hps.get("sagemaker_program", '"train.py"'))
@@ -138,38 +170,47 @@ class SageMakerExecutor:
         checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
         if checkpoint_uri:
             try:
-                download_prefix(self.s3, checkpoint_uri, tree.checkpoint_dir)
+                download_prefix(s3, checkpoint_uri, tree.checkpoint_dir)
                 on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
             except NoObjectsError:
                 pass
         code_dir = root / "code"
         bundle = root / "sourcedir.tar.gz"
-        download_file(self.s3, source_uri, bundle)
+        download_file(s3, source_uri, bundle)
         safe_extract(bundle, code_dir)
         return channels, code_dir, str(program)
 
     def _train(self, job: Any, tree: JobTree, channels: dict[str, Path], code_dir: Path, program: str,
-               on_line: Callable[[str], None]) -> tuple[int, str | None]:
+               on_line: Callable[[str], None], role: dict[str, str]) -> tuple[int, str | None]:
         """The entry point under the SageMaker contract, stopped at the job's MaxRuntimeInSeconds."""
         name = job.training_job_name
+        if name in self._stopping:  # stopped while its data was downloading
+            return 143, None
         job.secondary_status = "Training"
-        max_runtime = (job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400)
-        timer = threading.Timer(float(max_runtime), lambda: self.stop(name))
+        limits = job.stopping_condition or {}
+        timer = threading.Timer(float(limits.get("MaxRuntimeInSeconds", 86400)),
+                                lambda: self._stop_quietly(name, "MaxRuntimeExceeded"))
         timer.start()
         try:
             return run_entry_point(
                 tree, channels, name, on_line=on_line, command=[sys.executable, program], cwd=code_dir,
                 # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
-                extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name})},
+                # the container holds the job role's credentials, as SageMaker's does
+                extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name}), **role},
                 process_started=lambda p: self._procs.__setitem__(name, p))
         finally:
             timer.cancel()
 
-    def _finish(self, job: Any, status: str, reason: str | None) -> None:
+    def _stop_quietly(self, name: str, secondary: str) -> None:
+        with contextlib.suppress(Exception):  # the job ended in the meantime
+            self.stop(name, secondary)
+
+    def _finish(self, job: Any, status: str, reason: str | None, secondary: str | None = None) -> None:
         job.training_end_time = datetime.now(UTC)
-        if reason:
-            job.failure_reason = reason[:1024]
-        job.secondary_status = status
+        seconds = max(1, int((job.training_end_time - job.training_start_time).total_seconds()))
+        job.training_time_in_seconds = job.billable_time_in_seconds = seconds
+        job.failure_reason = reason[:1024] if reason else None
+        job.secondary_status = secondary or status
         job.training_job_status = status
 
     def _ensure_log_stream(self, group: str, stream: str) -> None:
@@ -190,6 +231,6 @@ class SageMakerExecutor:
 
     def join(self, timeout: float = 10.0) -> None:
         for name in list(self._procs):
-            self.stop(name)
+            self._signal(name)
         for thread in self._threads:
             thread.join(timeout=timeout)

@@ -21,6 +21,7 @@ from lambdaforge.registry import Catalog, UnpublishedVersionError
 class AliasState:
     version: str
     weights: dict[str, float]
+    revision: str = ""  # RevisionId: a move based on this read fails if someone moved the alias since
 
 
 class Promoter:
@@ -59,11 +60,28 @@ class Promoter:
             raise PromotionError(f"function {self.fn} has no alias {self.alias!r}: "
                                  f"{exc.response['Error']['Message']}") from exc
         weights = (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-        return AliasState(version=alias["FunctionVersion"], weights=dict(weights))
+        return AliasState(version=alias["FunctionVersion"], weights=dict(weights),
+                          revision=str(alias.get("RevisionId") or ""))
 
-    def _set_alias(self, version: str, weights: dict[str, float] | None = None) -> None:
-        self.lam.update_alias(FunctionName=self.fn, Name=self.alias, FunctionVersion=version,
-                              RoutingConfig={"AdditionalVersionWeights": weights or {}})
+    def _set_alias(self, read: AliasState, version: str, weights: dict[str, float] | None = None) -> None:
+        """Move the alias, unless it moved since `read` (two promoters cannot both win)."""
+        from botocore.exceptions import ClientError
+
+        guard = {"RevisionId": read.revision} if read.revision else {}
+        try:
+            self.lam.update_alias(FunctionName=self.fn, Name=self.alias, FunctionVersion=version,
+                                  RoutingConfig={"AdditionalVersionWeights": weights or {}}, **guard)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "PreconditionFailedException":
+                raise
+            raise PromotionError(f"alias {self.alias!r} of {self.fn} moved since it was read (it was on version "
+                                 f"{read.version}); another promotion or rollback won. Nothing was changed: "
+                                 "check `lambdaforge status` and retry.") from exc
+
+    def _configure(self, variables: dict[str, str]) -> None:
+        self.lam.update_function_configuration(FunctionName=self.fn, Environment={"Variables": variables})
+        self.lam.get_waiter("function_updated_v2").wait(FunctionName=self.fn,
+                                                        WaiterConfig={"Delay": 2, "MaxAttempts": 90})
 
     def publish(self, recipe: str, version: int) -> str:
         """The Lambda version pinned to this model (published once; a retry reuses it)."""
@@ -71,13 +89,16 @@ class Promoter:
         if record.lambda_version:
             return record.lambda_version
         config = self.lam.get_function_configuration(FunctionName=self.fn)
-        env = dict((config.get("Environment") or {}).get("Variables") or {})
-        env.update({envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: f"{recipe}-v{version}"})
-        self.lam.update_function_configuration(FunctionName=self.fn, Environment={"Variables": env})
-        self.lam.get_waiter("function_updated_v2").wait(FunctionName=self.fn,
-                                                        WaiterConfig={"Delay": 2, "MaxAttempts": 90})
-        published = self.lam.publish_version(FunctionName=self.fn,
-                                             Description=f"lambdaforge {recipe} model v{version}"[:256])
+        unpinned = dict((config.get("Environment") or {}).get("Variables") or {})
+        pinned = {**unpinned, envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: f"{recipe}-v{version}"}
+        self._configure(pinned)
+        try:
+            published = self.lam.publish_version(FunctionName=self.fn,
+                                                 Description=f"lambdaforge {recipe} model v{version}"[:256])
+        finally:
+            # $LATEST must not stay pinned: a later code deploy publishes $LATEST, and would bring this
+            # model back on alias live even after a rollback or an aborted canary.
+            self._configure(unpinned)
         lambda_version = str(published["Version"])
         self.catalog.set_lambda_version(recipe, version, lambda_version)
         return lambda_version
@@ -89,10 +110,10 @@ class Promoter:
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "already live"}
         if self.catalog.state(recipe).live is None or self.settings.canary_weight <= 0:
             # nothing is being served yet (or canaries are off): there is no traffic to protect
-            self._set_alias(new)
+            self._set_alias(current, new)
             self.catalog.mark_live(recipe, version)
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model"}
-        self._set_alias(current.version, {new: self.settings.canary_weight})
+        self._set_alias(current, current.version, {new: self.settings.canary_weight})
         return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight}
 
     def alarms_firing(self) -> list[str]:
@@ -110,7 +131,12 @@ class Promoter:
             self.abort(recipe, version)
             raise CanaryFailedError(f"{recipe} v{version}: alarm(s) {', '.join(firing)} fired during the canary; "
                                     "traffic is back on the previous version")
-        self._set_alias(record.lambda_version)
+        current = self.alias_state()
+        if record.lambda_version != current.version and record.lambda_version not in current.weights:
+            raise PromotionError(f"{recipe} v{version}: alias {self.alias!r} no longer carries its canary (it is on "
+                                 f"version {current.version}, weights {current.weights}); something else moved "
+                                 "it, so this rollout stops here")
+        self._set_alias(current, record.lambda_version)
         state = self.catalog.mark_live(recipe, version)
         return {"lambda_version": record.lambda_version, "live": state.live, "previous": state.previous}
 
@@ -123,14 +149,14 @@ class Promoter:
         if target == record.lambda_version and live and live.version != version:
             target = current.version
         if current.weights or current.version != target:
-            self._set_alias(target)
+            self._set_alias(current, target)
         return {"lambda_version": target, "aborted": record.lambda_version}
 
     def rollback(self, recipe: str) -> dict[str, Any]:
         state, target = self.catalog.rollback_target(recipe)
         if not target.lambda_version:
             raise UnpublishedVersionError(f"{recipe} v{target.version} was never published as a Lambda version")
-        self._set_alias(target.lambda_version)
+        self._set_alias(self.alias_state(), target.lambda_version)
         new_state = self.catalog.mark_rolled_back(recipe, target.version)
         return {"from_version": state.live, "to_version": target.version, "lambda_version": target.lambda_version,
                 "live": new_state.live, "previous": new_state.previous}

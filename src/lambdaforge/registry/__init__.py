@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from lambdaforge.registry.catalog import Catalog, CatalogState, VersionRecord
 from lambdaforge.registry.errors import (
+    ConcurrentUpdateError,
     NoRegistryTableError,
     NothingToRollBackError,
     RegistryError,
@@ -22,6 +23,7 @@ from lambdaforge.registry.runs import Runs, RunState
 __all__ = [
     "Catalog",
     "CatalogState",
+    "ConcurrentUpdateError",
     "NoRegistryTableError",
     "NothingToRollBackError",
     "RegistryError",

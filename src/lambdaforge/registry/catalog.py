@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lambdaforge.registry import keys
-from lambdaforge.registry.errors import NothingToRollBackError, UnknownVersionError, VersionExistsError
+from lambdaforge.registry.errors import (
+    ConcurrentUpdateError,
+    NothingToRollBackError,
+    UnknownVersionError,
+    VersionExistsError,
+)
 from lambdaforge.registry.keys import VersionStatus
 from lambdaforge.registry.store import condition_failed, now, open_table, plain, read_state, to_dynamo
 
@@ -121,19 +126,36 @@ class Catalog:
                                ConditionExpression=f"attribute_exists({keys.SK})",
                                ExpressionAttributeValues={":s": status})
 
-    def _set_pointers(self, recipe: str, live: int, previous: int | None, history: list[int], *,
+    def _set_pointers(self, read: CatalogState, live: int, previous: int | None, history: list[int], *,
                       clear_candidate: bool) -> None:
+        """Write the pointers only if live is still what `read` saw: two promotions cannot both win."""
+        from botocore.exceptions import ClientError
+
         expression = (f"SET {keys.LIVE} = :v, {keys.PREVIOUS} = :p, {keys.HISTORY} = :h, {keys.UPDATED_AT} = :t"
                       + (f" REMOVE {keys.CANDIDATE}" if clear_candidate else ""))
-        self.table.update_item(Key=keys.state_key(recipe), UpdateExpression=expression,
-                               ExpressionAttributeValues={":v": live, ":p": previous, ":h": history, ":t": now()})
+        values: dict[str, Any] = {":v": live, ":p": previous, ":h": history, ":t": now()}
+        if read.live is None:
+            condition = f"attribute_not_exists({keys.LIVE}) OR attribute_type({keys.LIVE}, :null)"
+            values[":null"] = "NULL"
+        else:
+            condition = f"{keys.LIVE} = :read"
+            values[":read"] = read.live
+        try:
+            self.table.update_item(Key=keys.state_key(read.recipe), UpdateExpression=expression,
+                                   ConditionExpression=condition, ExpressionAttributeValues=values)
+        except ClientError as exc:
+            if condition_failed(exc):
+                raise ConcurrentUpdateError(
+                    f"recipe {read.recipe!r}: live changed from {read.live} while moving it to {live}; "
+                    "another promotion or rollback won. Check `lambdaforge status` and retry.") from exc
+            raise
 
     def mark_live(self, recipe: str, version: int) -> CatalogState:
         """`version` is now live; the old live becomes previous. Appends to the promotion history."""
         state = self.state(recipe)
         history = [v for v in state.history if v != version] + [version]
         previous = state.live if state.live not in (None, version) else state.previous
-        self._set_pointers(recipe, version, previous, history, clear_candidate=True)
+        self._set_pointers(state, version, previous, history, clear_candidate=True)
         self._set_status(recipe, version, "live")
         if state.live not in (None, version):
             self._set_status(recipe, int(state.live), "previous")
@@ -156,7 +178,7 @@ class Catalog:
         history = [v for v in state.history if v != state.live]
         idx = history.index(to_version) if to_version in history else len(history)
         previous = history[idx - 1] if idx > 0 else None
-        self._set_pointers(recipe, to_version, previous, history, clear_candidate=False)
+        self._set_pointers(state, to_version, previous, history, clear_candidate=False)
         if state.live is not None:
             self._set_status(recipe, state.live, "rolled-back")
         self._set_status(recipe, to_version, "live")

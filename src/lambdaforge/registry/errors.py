@@ -27,3 +27,7 @@ class NothingToRollBackError(RegistryError):
 
 class UnpublishedVersionError(RegistryError):
     """The version was never published as a Lambda version, so no alias can point at it."""
+
+
+class ConcurrentUpdateError(RegistryError):
+    """Live moved between reading it and writing the change (another promotion or rollback won)."""

@@ -1,0 +1,130 @@
+"""SageMaker training jobs in the local cloud stop the way SageMaker's do, and the workflow survives it.
+
+A job stopped by StopTrainingJob or by its MaxRuntimeInSeconds goes Stopping -> Stopped with the
+SecondaryStatus saying why and no FailureReason (AWS gives none). The workflow must then record the
+failure, announce it and release the lock, and leave live alone."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
+from tests.pipeline.conftest import Pipeline
+
+TERMINAL = ("Completed", "Failed", "Stopped")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 300, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what or check}")
+
+
+def as_workflow(pipeline: Pipeline, service: str) -> Any:
+    """A client acting as the state machine's role, which is what creates and stops jobs in AWS."""
+    cloud = pipeline.cloud
+    role = cloud.client("stepfunctions").describe_state_machine(
+        stateMachineArn=cloud.outputs["StateMachineArn"])["roleArn"]
+    return cloud.client_as(cloud.credentials(role, "states.amazonaws.com", "tests"), service)
+
+
+def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600) -> str:
+    cloud, s3 = pipeline.cloud, pipeline.cloud.client("s3")
+    name = f"lf-digits-{uuid.uuid4().hex[:16]}"
+    prefix = f"data/digits/{name}/"
+    s3.upload_file(str(pipeline.data), pipeline.bucket, prefix + "digits.csv")
+    artifacts = cloud.outputs["ArtifactsBucketName"]
+    source = upload_source_bundle(s3, artifacts)
+    as_workflow(pipeline, "sagemaker").create_training_job(
+        TrainingJobName=name, RoleArn=cloud.outputs["SageMakerRoleArn"],
+        AlgorithmSpecification={"TrainingImage": "local", "TrainingInputMode": "File",
+                                "MetricDefinitions": metric_definitions()},
+        HyperParameters=sagemaker_hyperparameters("digits", {"epochs": epochs, "checkpoint_every": 5},
+                                                  source_uri=source),
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{pipeline.bucket}/{prefix}"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{artifacts}/training/"},
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
+        CheckpointConfig={"S3Uri": f"s3://{artifacts}/checkpoints/{name}/", "LocalPath": "/opt/ml/checkpoints"})
+    return name
+
+
+def describe(pipeline: Pipeline, name: str) -> dict[str, Any]:
+    out: dict[str, Any] = pipeline.cloud.client("sagemaker").describe_training_job(TrainingJobName=name)
+    return out
+
+
+def ended(pipeline: Pipeline, name: str) -> dict[str, Any]:
+    return dict(wait_for(lambda: (d := describe(pipeline, name))["TrainingJobStatus"] in TERMINAL and d,
+                         what=f"{name} to end"))
+
+
+def test_stop_training_job_goes_stopping_then_stopped_without_a_failure_reason(pipeline: Pipeline) -> None:
+    name = start_job(pipeline, epochs=500)
+    wait_for(lambda: describe(pipeline, name)["SecondaryStatus"] == "Training", what="the Training phase")
+    logs = pipeline.cloud.logs
+    assert logs is not None
+    wait_for(lambda: any("train_loss" in line for line in logs.recent.get(name, [])), what="training steps")
+    as_workflow(pipeline, "sagemaker").stop_training_job(TrainingJobName=name)
+    assert describe(pipeline, name)["TrainingJobStatus"] in ("Stopping", "Stopped")
+    job = ended(pipeline, name)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert "FailureReason" not in job
+    assert job["TrainingTimeInSeconds"] >= 1
+    # SIGTERM made the harness save a checkpoint, which SageMaker copies to S3 before the job ends
+    listed = pipeline.cloud.client("s3").list_objects_v2(Bucket=pipeline.cloud.outputs["ArtifactsBucketName"],
+                                                         Prefix=f"checkpoints/{name}/")
+    assert any(o["Key"].endswith("latest.json") for o in listed.get("Contents", []))
+
+
+def test_max_runtime_stops_the_job_with_max_runtime_exceeded(pipeline: Pipeline) -> None:
+    name = start_job(pipeline, epochs=500, max_runtime=10)
+    job = ended(pipeline, name)
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    assert "FailureReason" not in job
+
+
+def test_stopping_a_job_that_ended_is_refused(pipeline: Pipeline) -> None:
+    name = start_job(pipeline, epochs=500, max_runtime=5)
+    ended(pipeline, name)
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(ClientError, match="only InProgress jobs can be stopped") as refused:
+        as_workflow(pipeline, "sagemaker").stop_training_job(TrainingJobName=name)
+    assert refused.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_a_stopped_job_fails_the_run_records_and_announces_it_and_releases_the_lock(live: Pipeline) -> None:
+    pipeline = live
+    live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
+    pipeline.notifications()  # start from an empty inbox
+    pipeline.upload_folder(f"stopped-{uuid.uuid4().hex[:8]}", epochs=500)
+    sm = pipeline.cloud.client("sagemaker")
+
+    def running_job() -> str | None:
+        jobs = sm.list_training_jobs(StatusEquals="InProgress")["TrainingJobSummaries"]
+        names = [j["TrainingJobName"] for j in jobs]
+        return names[0] if names and describe(pipeline, names[0])["SecondaryStatus"] == "Training" else None
+
+    name = wait_for(running_job, what="the run's training job")
+    as_workflow(pipeline, "sagemaker").stop_training_job(TrainingJobName=name)
+    run = pipeline.next_run()
+    assert run.status == "FAILED", run
+    assert "Quantize" not in run.states
+    failure = str(pipeline.runs().state("digits").last_failure)
+    assert f"training job {name} ended Stopped (Stopped) without a failure reason" in failure, failure
+    logged = {r["sk"]: r for r in pipeline.runs().log("digits", limit=20)}
+    assert logged[f"run#{run.execution}"]["status"] == "FAILED"
+    assert pipeline.runs().state("digits").running is None  # released: the next upload can start a run
+    assert any("without a failure reason" in m for m in pipeline.notifications())
+    assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)
