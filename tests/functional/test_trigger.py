@@ -158,3 +158,80 @@ def test_events_that_are_not_uploads_are_ignored(stack: Stack, name: str) -> Non
 def test_a_release_with_an_unknown_status_is_refused(stack: Stack) -> None:
     with pytest.raises(Exception, match="status"):
         call(stack, {"action": "release", "recipe": "digits", "execution": "x-1", "status": "MAYBE"})
+
+
+def _lock_without_execution(stack: Stack, since: str | None = None) -> None:
+    """What a trigger leaves between taking the lock and StartExecution returning (or after dying there)."""
+    runs = Runs(stack.registry_table)
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-starting"
+    assert runs.acquire("digits", "digits-starting", arn)
+    if since:
+        runs.table.update_item(Key={"pk": "recipe#digits", "sk": "state"}, UpdateExpression="SET running_since = :t",
+                               ExpressionAttributeValues={":t": since})
+
+
+def test_an_upload_while_another_start_is_in_flight_waits_instead_of_taking_the_lock(stack: Stack) -> None:
+    """The execution of a lock taken a moment ago may not exist yet: that lock is not stale."""
+    _lock_without_execution(stack)
+    out = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    assert out["status"] == "queued", out
+    assert stack.executions() == []  # nothing started beside the start in flight
+    assert Runs(stack.registry_table).state("digits").running == "digits-starting"
+
+
+def test_a_lock_whose_execution_never_started_is_released_after_the_grace_period(stack: Stack) -> None:
+    _lock_without_execution(stack, since="2020-01-01T00:00:00+00:00")
+    out = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    assert out["status"] == "started", out
+
+
+def _release(stack: Stack, execution: str) -> dict[str, Any]:
+    return call(stack, {"action": "release", "recipe": "digits", "execution": execution, "status": "SUCCEEDED"})
+
+
+def test_queued_data_survives_a_failed_start_and_starts_on_the_retry(stack: Stack,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from lambdaforge.pipeline.trigger import Trigger
+
+    first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    queued = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    assert queued["status"] == "queued"
+
+    def refuse(self: Trigger, spec: Any) -> bool:
+        raise RuntimeError("Step Functions is unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Trigger, "_start", refuse)
+        with pytest.raises(RuntimeError, match="unavailable"):
+            _release(stack, first["execution"])
+    state = Runs(stack.registry_table).state("digits")
+    assert state.pending is not None and state.pending["key"] == "data/digits/b.csv"  # not lost
+    assert state.running is None
+    retried = _release(stack, first["execution"])  # Lambda's retry of the same release
+    assert retried["status"] == "started" and retried["execution"] == queued["execution"], retried
+    assert Runs(stack.registry_table).state("digits").pending is None
+
+
+def _event_at(stack: Stack, key: str, when: str) -> dict[str, Any]:
+    event = stack.s3_event(key, CSV)
+    return {**event, "time": when}
+
+
+def test_older_data_never_replaces_newer_waiting_data(stack: Stack) -> None:
+    first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    newer = call(stack, _event_at(stack, "data/digits/new.csv", "2030-01-01T00:00:10Z"))
+    older = call(stack, _event_at(stack, "data/digits/old.csv", "2030-01-01T00:00:05Z"))  # delivered late
+    assert newer["status"] == "queued" and older["status"] == "superseded", older
+    assert Runs(stack.registry_table).state("digits").pending["key"] == "data/digits/new.csv"  # type: ignore[index]
+    released = _release(stack, first["execution"])
+    assert released["execution"] == newer["execution"]
+
+
+def test_a_run_on_newer_data_drops_older_waiting_data(stack: Stack) -> None:
+    """Were the older dataset left waiting, it would train (and could promote) after the newer one."""
+    first = call(stack, _event_at(stack, "data/digits/a.csv", "2030-01-01T00:00:00Z"))
+    call(stack, _event_at(stack, "data/digits/old.csv", "2030-01-01T00:00:05Z"))
+    Runs(stack.registry_table).force_release("digits", first["execution"])  # the run was aborted
+    fresh = call(stack, _event_at(stack, "data/digits/new.csv", "2030-01-01T00:00:10Z"))
+    assert fresh["status"] == "started"
+    assert Runs(stack.registry_table).state("digits").pending is None

@@ -87,8 +87,13 @@ def test_run_coordination_writes_the_item_layout_existing_tables_hold(table: Any
                                        "dataset": "s3://d/b.csv", "behind": "digits-1"}
     assert written["run#rejected-0123"] == {"pk": "recipe#_rejected", "sk": "run#rejected-0123", "status": "REJECTED",
                                             "cause": "put data under data/<recipe>/", "key": "data/x.csv"}
-    assert runs.release("digits", "digits-2") is None  # only the holder releases
-    assert runs.release("digits", "digits-1") == {"recipe": "digits", "s3_uri": "s3://d/b.csv"}
+    runs.release("digits", "digits-2")  # only the holder releases
+    assert runs.state("digits").running == "digits-1"
+    runs.release("digits", "digits-1")
+    # the waiting dataset stays until its run has started (a failed start must not lose it)
+    assert items(table)["state"] == {"pk": "recipe#digits", "sk": "state",
+                                     "pending": {"recipe": "digits", "s3_uri": "s3://d/b.csv"}}
+    runs.clear_pending("digits", {"version": "v2", "uploaded_at": "2030-01-01T00:00:00+00:00"})
     assert items(table)["state"] == {"pk": "recipe#digits", "sk": "state"}
 
 
@@ -194,3 +199,15 @@ def test_a_rollback_racing_a_promotion_does_not_overwrite_it(table: Any) -> None
     with pytest.raises(ConcurrentUpdateError):
         racer.mark_rolled_back("digits", v1)
     assert catalog.state("digits").live == v3
+
+
+def test_waiting_data_is_replaced_only_by_newer_data(table: Any) -> None:
+    runs = Runs("lf-registry", table=table)
+    newer = {"version": "b", "uploaded_at": "2030-01-01T00:00:10+00:00"}
+    assert runs.set_pending("digits", newer)
+    assert not runs.set_pending("digits", {"version": "a", "uploaded_at": "2030-01-01T00:00:05+00:00"})
+    runs.clear_pending("digits", {"version": "a", "uploaded_at": "2030-01-01T00:00:05+00:00"})  # an older run
+    assert runs.state("digits").pending == newer
+    assert runs.set_pending("digits", {"version": "c", "uploaded_at": "2030-01-01T00:00:10+00:00"})  # a tie: last
+    runs.clear_pending("digits", {"version": "c", "uploaded_at": "2030-01-01T00:00:10+00:00"})
+    assert runs.state("digits").pending is None

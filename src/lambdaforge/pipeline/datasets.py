@@ -32,6 +32,7 @@ class Upload:
     size: int
     etag: str
     version_id: str | None = None
+    uploaded_at: str = ""  # the event's time (ISO 8601): which of two datasets is newer
 
     @property
     def identity(self) -> str:
@@ -47,7 +48,7 @@ class Upload:
         """The object an S3 object-created event (through EventBridge) names."""
         obj = event.detail.object
         return cls(bucket=event.detail.bucket.name, key=obj.key, size=int(obj.size or 0), etag=obj.etag or "",
-                   version_id=obj.version_id)
+                   version_id=obj.version_id, uploaded_at=event.time.isoformat())
 
     def to_json(self) -> dict[str, Any]:
         """The object with its identity beside it: the trigger's idempotency key (`identity`)."""
@@ -76,12 +77,12 @@ class DatasetSpec:
         return {"recipe": self.recipe, "s3_uri": self.s3_uri, "kind": self.kind, "version": self.version,
                 "bucket": self.upload.bucket, "key": self.upload.key, "size": self.upload.size,
                 "etag": self.upload.etag, "version_id": self.upload.version_id,
-                "hyperparameters": self.hyperparameters}
+                "uploaded_at": self.upload.uploaded_at, "hyperparameters": self.hyperparameters}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatasetSpec:
         upload = Upload(bucket=data["bucket"], key=data["key"], size=int(data["size"]), etag=data["etag"],
-                        version_id=data.get("version_id"))
+                        version_id=data.get("version_id"), uploaded_at=str(data.get("uploaded_at") or ""))
         return cls(recipe=data["recipe"], s3_uri=data["s3_uri"], kind=data["kind"], version=data["version"],
                    upload=upload, hyperparameters=dict(data.get("hyperparameters") or {}))
 

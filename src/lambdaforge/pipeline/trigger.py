@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from lambdaforge import envvars
@@ -18,7 +19,11 @@ from lambdaforge.pipeline.errors import UploadRejectedError
 from lambdaforge.pipeline.payloads import ReleaseRequest
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
-from lambdaforge.registry import Runs
+from lambdaforge.registry import Runs, RunState
+
+# How long a lock may have no execution before it counts as abandoned: the trigger's timeout (60 s)
+# times its attempts, with room to spare. Younger, its StartExecution may still be in flight.
+START_GRACE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -83,34 +88,46 @@ class Trigger:
         arn = self.settings.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
         if not self.runs.acquire(spec.recipe, name, arn):
             state = self.runs.state(spec.recipe)
-            if state.running and state.running_arn and not self._still_running(state.running_arn):
-                self.runs.force_release(spec.recipe, state.running)  # aborted or timed out: stale lock
+            if state.running and state.running != name and self._lock_is_stale(state):
+                self.runs.force_release(spec.recipe, state.running)  # aborted, timed out, or never started
                 return self.start_or_queue(spec)
             if state.running == name:
                 return TriggerOutcome("duplicate", f"{name} is already running", name)
-            self.runs.set_pending(spec.recipe, spec.to_json())
-            self.runs.record(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=state.running)
-            return TriggerOutcome("queued", f"{spec.recipe} is busy with {state.running}; {name} waits "
-                                            "(newer data replaces older waiting data)", name)
+            return self._queue(spec, state.running)
         try:
             started = self._start(spec)
         except Exception:
-            self.runs.force_release(spec.recipe, name)
+            self.runs.force_release(spec.recipe, name)  # a waiting dataset stays waiting: nothing is lost
             raise
+        self.runs.clear_pending(spec.recipe, spec.to_json())  # it, or older data, need not wait any more
         if not started:
             return TriggerOutcome("duplicate", f"execution {name} already exists", name)
         self.runs.record(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
         return TriggerOutcome("started", f"started {name} for {spec.s3_uri}", name)
 
-    def _still_running(self, execution_arn: str) -> bool:
+    def _queue(self, spec: DatasetSpec, behind: str | None) -> TriggerOutcome:
+        name = spec.run_name
+        if not self.runs.set_pending(spec.recipe, spec.to_json()):
+            self.runs.record(spec.recipe, name, "SUPERSEDED", dataset=spec.s3_uri, behind=behind)
+            return TriggerOutcome("superseded", f"{name}: newer data for {spec.recipe} is already waiting", name)
+        self.runs.record(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=behind)
+        return TriggerOutcome("queued", f"{spec.recipe} is busy with {behind}; {name} waits "
+                                        "(newer data replaces older waiting data)", name)
+
+    def _lock_is_stale(self, state: RunState) -> bool:
+        """The lock's execution ended, or never started and the trigger that took the lock is long gone.
+
+        A lock taken moments ago may have no execution yet (StartExecution is in flight): that lock is
+        live. Taking it over would start a second run beside the first."""
         from botocore.exceptions import ClientError
 
         try:
-            return bool(self.sfn.describe_execution(executionArn=execution_arn)["status"] == "RUNNING")
+            return bool(self.sfn.describe_execution(executionArn=state.running_arn)["status"] != "RUNNING")
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ExecutionDoesNotExist":
-                return False
-            raise
+            if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
+                raise
+        taken = datetime.fromisoformat(state.running_since) if state.running_since else None
+        return taken is None or (datetime.now(UTC) - taken).total_seconds() > START_GRACE_SECONDS
 
     def execution_input(self, spec: DatasetSpec) -> dict[str, Any]:
         source_uri = upload_source_bundle(self.s3, self.settings.artifacts_bucket)
@@ -144,7 +161,8 @@ class Trigger:
         recipe, execution = request.recipe, request.execution
         if request.status == "SUCCEEDED":
             self.runs.record(recipe, execution, "SUCCEEDED")
-        pending = self.runs.release(recipe, execution)
+        self.runs.release(recipe, execution)
+        pending = self.runs.state(recipe).pending  # read after the release: a retried release finds it too
         if not pending:
             return TriggerOutcome("released", f"{execution} finished; nothing waiting", execution)
         outcome = self.start_or_queue(DatasetSpec.from_json(pending))

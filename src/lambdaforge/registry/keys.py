@@ -62,7 +62,7 @@ BEHIND = "behind"
 UPLOAD_KEY = "key"
 RUN_ATTRIBUTES = frozenset({PK, SK, STATUS, UPDATED_AT, STARTED_AT, ENDED_AT, ERROR, CAUSE, DATASET,
                             DATASET_VERSION, BEHIND, UPLOAD_KEY})
-RunStatus = Literal["RUNNING", "QUEUED", "SUCCEEDED", "FAILED", "REJECTED"]
+RunStatus = Literal["RUNNING", "QUEUED", "SUPERSEDED", "SUCCEEDED", "FAILED", "REJECTED"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
 
 

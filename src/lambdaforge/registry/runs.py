@@ -22,13 +22,15 @@ class RunState:
     recipe: str
     running: str | None = None
     running_arn: str | None = None
+    running_since: str | None = None
     pending: dict[str, Any] | None = None
     last_failure: dict[str, Any] | None = None
 
     @classmethod
     def from_item(cls, recipe: str, data: dict[str, Any]) -> RunState:
         return cls(recipe=recipe, running=data.get(keys.RUNNING), running_arn=data.get(keys.RUNNING_ARN),
-                   pending=data.get(keys.PENDING), last_failure=data.get(keys.LAST_FAILURE))
+                   running_since=data.get(keys.RUNNING_SINCE), pending=data.get(keys.PENDING),
+                   last_failure=data.get(keys.LAST_FAILURE))
 
 
 class Runs:
@@ -68,29 +70,53 @@ class Runs:
             if not condition_failed(exc):
                 raise
 
-    def release(self, recipe: str, execution: str) -> dict[str, Any] | None:
-        """Release the lock held by `execution`; return (and clear) the pending dataset, if any."""
+    def release(self, recipe: str, execution: str) -> None:
+        """Release the lock if `execution` holds it. The pending dataset stays until its run has started."""
         from botocore.exceptions import ClientError
 
         try:
-            out = self.table.update_item(
-                Key=keys.state_key(recipe),
-                UpdateExpression=f"REMOVE {keys.RUNNING}, {keys.RUNNING_ARN}, {keys.PENDING}",
-                ConditionExpression=f"{keys.RUNNING} = :e", ExpressionAttributeValues={":e": execution},
-                ReturnValues="ALL_OLD")
+            self.table.update_item(Key=keys.state_key(recipe),
+                                   UpdateExpression=f"REMOVE {keys.RUNNING}, {keys.RUNNING_ARN}",
+                                   ConditionExpression=f"{keys.RUNNING} = :e",
+                                   ExpressionAttributeValues={":e": execution})
         except ClientError as exc:
-            if condition_failed(exc):
-                return None
-            raise
-        pending = out.get("Attributes", {}).get(keys.PENDING)
-        return plain(pending) if pending else None
+            if not condition_failed(exc):
+                raise
 
     # --- the pending queue (one slot: the newest dataset wins)
-    def set_pending(self, recipe: str, dataset: dict[str, Any]) -> None:
-        """The newest dataset waiting for the running run to end; an older pending one is replaced."""
-        self.table.update_item(Key=keys.state_key(recipe),
-                               UpdateExpression=f"SET {keys.PENDING} = :d, {keys.UPDATED_AT} = :t",
-                               ExpressionAttributeValues={":d": to_dynamo(dataset), ":t": now()})
+    def set_pending(self, recipe: str, dataset: dict[str, Any]) -> bool:
+        """Make `dataset` the one waiting for the running run to end, unless newer data already waits.
+
+        Newer means a later upload time: an event delivered late never replaces what came after it.
+        False when the waiting dataset is newer."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.update_item(
+                Key=keys.state_key(recipe), UpdateExpression=f"SET #p = :d, {keys.UPDATED_AT} = :t",
+                ConditionExpression="attribute_not_exists(#p) OR attribute_not_exists(#p.#u) OR #p.#u <= :u",
+                ExpressionAttributeNames={"#p": keys.PENDING, "#u": "uploaded_at"},
+                ExpressionAttributeValues={":d": to_dynamo(dataset), ":t": now(),
+                                           ":u": str(dataset.get("uploaded_at") or "")})
+        except ClientError as exc:
+            if condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def clear_pending(self, recipe: str, started: dict[str, Any]) -> None:
+        """A run has started on `started`: drop the waiting dataset if it is that one or older."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.table.update_item(
+                Key=keys.state_key(recipe), UpdateExpression="REMOVE #p",
+                ConditionExpression="#p.#v = :v OR attribute_not_exists(#p.#u) OR #p.#u <= :u",
+                ExpressionAttributeNames={"#p": keys.PENDING, "#u": "uploaded_at", "#v": "version"},
+                ExpressionAttributeValues={":v": started["version"], ":u": str(started.get("uploaded_at") or "")})
+        except ClientError as exc:
+            if not condition_failed(exc):  # nothing waits, or newer data does: it stays
+                raise
 
     # --- the run log
     def record(self, recipe: str, execution: str, status: RunStatus, *, dataset: str | None = None,
