@@ -353,3 +353,11 @@ def test_logs_of_a_function_and_of_a_training_job() -> None:
         lines: list[str] = []
         tail(logs, job, now - 60_000, lambda e: lines.append(e["message"]))
         assert lines == ["[lambdaforge] epoch=1 train_loss=0.5"]
+        time.sleep(1.1)  # CreationTime has second resolution in some implementations
+        sm.create_training_job(TrainingJobName="lf-digits-newer", RoleArn=role,
+                               AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+                               OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                               ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                                               "VolumeSizeInGB": 10},
+                               StoppingCondition={"MaxRuntimeInSeconds": 60})
+        assert training_source(ref, None).stream_prefix == "lf-digits-newer/"  # the latest job, not the first

@@ -34,11 +34,12 @@ def function_source(ref: StackRef, function: str) -> LogSource:
 def training_source(ref: StackRef, job: str | None) -> LogSource:
     sm = ref.client("sagemaker")
     if job is None:
+        # newest first in AWS; picked by CreationTime as well, as not every implementation sorts
         jobs = sm.list_training_jobs(NameContains="lf-", SortBy="CreationTime", SortOrder="Descending",
-                                     MaxResults=1)["TrainingJobSummaries"]
+                                     MaxResults=100)["TrainingJobSummaries"]
         if not jobs:
             raise CloudError("no lambdaforge training job yet (names start with lf-)")
-        job = str(jobs[0]["TrainingJobName"])
+        job = str(max(jobs, key=lambda j: j["CreationTime"])["TrainingJobName"])
     return LogSource(group=TRAINING_GROUP, stream_prefix=f"{job}/", label=f"training job {job}")
 
 
