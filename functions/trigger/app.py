@@ -1,5 +1,6 @@
 """Trigger function: S3 object-created events (through EventBridge) start retraining runs;
-the workflow's last step calls it back to release the recipe's run lock.
+the workflow's last step calls it back to release the recipe's run lock; a run that ended badly
+outside the workflow's own failure path (EventBridge's status-change event) is cleaned up.
 
 Permanent problems (a bad upload) are recorded and announced, never raised: raising would make
 Lambda retry an event that can never succeed. Transient ones raise and are retried, then go to
@@ -17,10 +18,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdaforge.observability import make_tracer
 from lambdaforge.pipeline.datasets import Upload
-from lambdaforge.pipeline.payloads import ReleaseRequest
+from lambdaforge.pipeline.payloads import ReleaseRequest, RunEnded
 from lambdaforge.pipeline.settings import PipelineSettings
-from lambdaforge.pipeline.trigger import Trigger
+from lambdaforge.pipeline.trigger import RunRecovery, Trigger
 
+RUN_ENDED = "Step Functions Execution Status Change"
 logger = Logger()
 tracer = make_tracer()
 settings = PipelineSettings.from_env()
@@ -46,6 +48,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if event.get("action") == "release":
         outcome = trigger().release(parse(event=event, model=ReleaseRequest))
         logger.info("run released", extra=outcome.to_json())
+        return outcome.to_json()
+    if event.get("detail-type") == RUN_ENDED:
+        outcome = RunRecovery(trigger()).recover(RunEnded.model_validate(event.get("detail") or {}))
+        logger.info("run recovered", extra=outcome.to_json())
         return outcome.to_json()
     try:
         upload = Upload.from_event(parse(event=event, model=S3EventNotificationEventBridgeModel))

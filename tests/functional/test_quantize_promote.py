@@ -261,3 +261,86 @@ def test_finalize_refuses_when_the_alias_no_longer_carries_its_canary(stack: Sta
     with pytest.raises(PromotionError, match="no longer carries its canary"):
         promote(stack, "finalize", 2)
     assert alias(stack) == (v1, {}) and Catalog(stack.registry_table).state("digits").live == 1
+
+
+class _PromoteInProcess:
+    """Lambda's Invoke of the promote function, run in process (moto cannot run Lambda without Docker)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+
+    def invoke(self, FunctionName: str, Payload: str) -> dict[str, Any]:
+        import io
+        import json
+
+        answer = self.stack.handler("promote").lambda_handler(json.loads(Payload), LocalLambdaContext())
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(answer).encode())}
+
+
+def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
+    """Aborted (or timed out) mid-canary: no Catch runs, so the status-change event must undo it all."""
+    import json
+
+    from lambdaforge.pipeline.payloads import RunEnded
+    from lambdaforge.pipeline.settings import PipelineSettings
+    from lambdaforge.pipeline.trigger import RunRecovery, Trigger
+    from lambdaforge.registry import Runs
+
+    add_versions(stack, 1, 2)
+    v1 = promote(stack, "canary", 1)["lambda_version"]
+    runs = Runs(stack.registry_table)
+    arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-dead"
+    assert runs.acquire("digits", "digits-dead", arn)
+    runs.record("digits", "digits-dead", "RUNNING")
+    promote(stack, "canary", 2)
+    assert alias(stack)[1]  # 10% on v2 when the run died
+    stack.notifications()
+    trigger = Trigger(PipelineSettings.from_env(promote_function="lf-promote"))
+    ended = RunEnded(executionArn=arn, stateMachineArn=stack.state_machine_arn, name="digits-dead",
+                     status="ABORTED", input=json.dumps({"recipe": "digits",
+                                                         "training": {"job_name": "lf-digits-gone"}}))
+    outcome = RunRecovery(trigger, lam=_PromoteInProcess(stack)).recover(ended)
+    assert outcome.status == "recovered", outcome
+    assert alias(stack) == (v1, {})  # all traffic back on live
+    assert Catalog(stack.registry_table).state("digits").live == 1
+    assert runs.state("digits").running is None
+    logged = {r["sk"]: r for r in runs.log("digits")}["run#digits-dead"]
+    assert logged["status"] == "FAILED" and "ABORTED" in logged["cause"]
+    assert any("ABORTED" in m for m in stack.notifications())
+    # the same event again (EventBridge delivers at least once) changes nothing more
+    again = RunRecovery(trigger, lam=_PromoteInProcess(stack)).recover(ended)
+    assert "already cleaned up" in again.detail
+
+
+def test_a_publish_that_died_half_way_does_not_leave_latest_pinned_for_good(stack: Stack) -> None:
+    add_versions(stack, 1)
+    lam = stack.client("lambda")
+    env = lam.get_function_configuration(FunctionName=stack.inference_function)["Environment"]["Variables"]
+    # what a promote function killed between pinning and unpinning leaves behind
+    lam.update_function_configuration(FunctionName=stack.inference_function, Environment={"Variables": {
+        **env, "MODEL_URI": "s3://lf-artifacts/models/digits/v000009/", "MODEL_VERSION": "digits-v9"}})
+    promote(stack, "canary", 1)
+    assert latest_model(stack) == ""
+    assert "MODEL_VERSION" not in lam.get_function_configuration(
+        FunctionName=stack.inference_function)["Environment"]["Variables"]
+
+
+def test_when_the_registry_refuses_a_finalize_the_alias_is_put_back(stack: Stack) -> None:
+    """Alias moved, then the registry's conditional write failed (live moved since it was read): the
+    alias goes back to where it was, so that alias and registry never disagree."""
+    from lambdaforge.pipeline.promote import Promoter
+    from lambdaforge.pipeline.settings import PipelineSettings
+    from lambdaforge.registry import ConcurrentUpdateError
+
+    add_versions(stack, 1, 2, 3)
+    promote(stack, "canary", 1)
+    promote(stack, "canary", 2)
+    before = alias(stack)
+    catalog = Catalog(stack.registry_table)
+    stale = catalog.state("digits")
+    catalog.mark_live("digits", 3)  # another writer moved live in the registry
+    slow = Promoter(PipelineSettings.from_env())
+    slow.catalog.state = lambda recipe: stale  # type: ignore[method-assign]
+    with pytest.raises(ConcurrentUpdateError):
+        slow.finalize("digits", 2)
+    assert alias(stack) == before

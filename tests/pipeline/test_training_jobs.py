@@ -128,3 +128,28 @@ def test_a_stopped_job_fails_the_run_records_and_announces_it_and_releases_the_l
     assert pipeline.runs().state("digits").running is None  # released: the next upload can start a run
     assert any("without a failure reason" in m for m in pipeline.notifications())
     assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)
+
+
+def test_an_aborted_run_stops_its_job_releases_the_lock_and_is_announced(live: Pipeline) -> None:
+    """An operator's StopExecution runs no Catch: the status-change event is what cleans up."""
+    pipeline = live
+    live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
+    pipeline.notifications()
+    pipeline.upload_folder(f"aborted-{uuid.uuid4().hex[:8]}", epochs=500)
+    sm, sfn = pipeline.cloud.client("sagemaker"), pipeline.cloud.client("stepfunctions")
+
+    def running() -> tuple[str, str] | None:
+        jobs = sm.list_training_jobs(StatusEquals="InProgress")["TrainingJobSummaries"]
+        execs = sfn.list_executions(stateMachineArn=pipeline.cloud.outputs["StateMachineArn"],
+                                    statusFilter="RUNNING")["executions"]
+        return (jobs[0]["TrainingJobName"], execs[0]["executionArn"]) if jobs and execs else None
+
+    job, execution = wait_for(running, what="the run and its training job")
+    pipeline.known.add(execution.rsplit(":", 1)[-1])
+    sfn.stop_execution(executionArn=execution, error="Operator", cause="stopped by hand")
+    wait_for(lambda: describe(pipeline, job)["TrainingJobStatus"] == "Stopped", what="the job to be stopped")
+    wait_for(lambda: pipeline.runs().state("digits").running is None, what="the lock to be released")
+    logged = {r["sk"]: r for r in pipeline.runs().log("digits", limit=50)}[f"run#{execution.rsplit(':', 1)[-1]}"]
+    assert logged["status"] == "FAILED" and "ABORTED" in logged["cause"]
+    assert any("ABORTED" in m for m in pipeline.notifications())
+    assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)

@@ -113,3 +113,19 @@ def test_describing_several_alarms_needs_each_of_them() -> None:
     request = classify("cloudwatch", "DescribeAlarms", {"AlarmNames": ["a", "b"]}, "/", "us-east-1", "1")
     assert request.checks == (("cloudwatch:DescribeAlarms", "arn:aws:cloudwatch:us-east-1:1:alarm:a"),
                               ("cloudwatch:DescribeAlarms", "arn:aws:cloudwatch:us-east-1:1:alarm:b"))
+
+
+def test_a_deny_with_an_unknown_operator_still_denies_and_a_negation_of_nothing_holds() -> None:
+    deny = {"Effect": "Deny", "Action": "s3:*", "Resource": "*",
+            "Condition": {"NumericGreaterThan": {"s3:max-keys": "10"}}}
+    assert not evaluate(policy(allow("s3:*", "*"), deny), "s3:GetObject", f"{BUCKET}/k").allowed
+    only_tls = {"Effect": "Deny", "Action": "s3:*", "Resource": "*",
+                "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-1"}}}
+    assert not evaluate(policy(allow("s3:*", "*"), only_tls), "s3:GetObject", f"{BUCKET}/k").allowed
+    malformed = {"Effect": "allow", "Action": "s3:*", "Resource": "*"}
+    assert not evaluate(policy(malformed), "s3:GetObject", f"{BUCKET}/k").allowed
+
+
+def test_reading_one_version_is_get_object_version() -> None:
+    request = s3_request("GetObject", "artifacts", "k", {"versionId": ["3"]})
+    assert request.checks == (("s3:GetObjectVersion", f"{BUCKET}/k"),)

@@ -151,6 +151,8 @@ class LocalCloud:
         self.enforce_iam = enforce_iam
         self.iam = Enforcer(ACCOUNT, admin_keys={ACCESS_KEY})
         self._issued: dict[tuple[str, str, str], dict[str, str]] = {}
+        self._status_watch: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # --- lifecycle
     def __enter__(self) -> LocalCloud:
@@ -191,6 +193,8 @@ class LocalCloud:
         try:
             self._create_stack()
             self._enforce_iam()
+            self._status_watch = threading.Thread(target=self._watch_executions, name="sfn-status", daemon=True)
+            self._status_watch.start()
         except Exception:
             self.stop()
             raise
@@ -198,6 +202,9 @@ class LocalCloud:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._status_watch:
+            self._status_watch.join(timeout=5)
         self.iam.enabled = False
         if self.executor:
             self.executor.shutdown()
@@ -303,6 +310,36 @@ class LocalCloud:
             self.credentials(role_arn, "states.amazonaws.com", "workflow")  # checks the trust policy
             self.iam.register(INTERPRETER_KEY, Principal(role_arn.rsplit("/", 1)[-1], role_arn, "workflow"))
         self.iam.enabled = self.enforce_iam
+
+    # --- Step Functions' status-change events, which moto does not send
+    def _watch_executions(self) -> None:
+        """Put "Step Functions Execution Status Change" on the default bus when a run ends badly, as AWS does."""
+        sfn, events = self.client("stepfunctions"), self.client("events")
+        seen: dict[str, str] = {}
+        while not self._stopping.wait(1.0):
+            try:
+                for machine in sfn.list_state_machines()["stateMachines"]:
+                    arn = machine["stateMachineArn"]
+                    for execution in sfn.list_executions(stateMachineArn=arn)["executions"]:
+                        status = execution["status"]
+                        if seen.get(execution["executionArn"]) == status:
+                            continue
+                        seen[execution["executionArn"]] = status
+                        if status in ("FAILED", "TIMED_OUT", "ABORTED"):
+                            self._emit_status_change(sfn, events, arn, execution)
+            except Exception as exc:  # best effort, as the watcher must outlive a bad poll
+                if self.logs:
+                    self.logs.recent["local-cloud"].append(f"execution status watch: {exc}")
+
+    def _emit_status_change(self, sfn: Any, events: Any, machine: str, execution: dict[str, Any]) -> None:
+        described = sfn.describe_execution(executionArn=execution["executionArn"])
+        detail = {"executionArn": execution["executionArn"], "stateMachineArn": machine,
+                  "name": execution["name"], "status": execution["status"],
+                  "startDate": int(described["startDate"].timestamp() * 1000),
+                  "stopDate": int(described["stopDate"].timestamp() * 1000) if described.get("stopDate") else None,
+                  "input": described.get("input"), "inputDetails": {"included": True}}
+        events.put_events(Entries=[{"Source": "aws.states", "DetailType": "Step Functions Execution Status Change",
+                                    "Resources": [execution["executionArn"]], "Detail": json.dumps(detail)}])
 
     # --- the executors' hooks into moto
     def _patch(self, owner: Any, name: str, replacement: Any) -> None:

@@ -38,6 +38,9 @@ S3_IAM_ACTIONS = {
 }
 # IAM's name for the API operations whose action is named otherwise.
 IAM_ACTIONS = {("lambda", "Invoke"): "InvokeFunction", ("lambda", "Invoke20150331"): "InvokeFunction"}
+# Condition operators evaluated here; a statement with any other one never grants and always denies.
+KNOWN_OPERATORS = frozenset({"StringEquals", "ArnEquals", "Bool", "StringLike", "ArnLike", "StringNotEquals",
+                             "StringNotLike"})
 # The IAM prefix of each SigV4 signing name that differs from it.
 IAM_PREFIX = {"monitoring": "cloudwatch", "execute-api": "execute-api"}
 
@@ -86,10 +89,13 @@ def any_match(globs: Any, value: str, *, ignore_case: bool = False) -> bool:
     return any(_pattern(g, ignore_case).match(value) for g in _listed(globs))
 
 
-def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, str]) -> bool:
+def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, str], *, deny: bool) -> bool:
+    """Whether one condition holds. Unknown operators never widen an Allow, and always apply a Deny."""
     base, if_exists = (operator[:-8], True) if operator.endswith("IfExists") else (operator, False)
+    if base not in KNOWN_OPERATORS:
+        return deny  # fail closed either way
     if key not in context:
-        return if_exists
+        return if_exists or base in ("StringNotEquals", "StringNotLike")  # AWS: a negation of nothing holds
     actual = context[key]
     wanted = _listed(expected)
     if base in ("StringEquals", "ArnEquals", "Bool"):
@@ -98,13 +104,12 @@ def _condition_holds(operator: str, key: str, expected: Any, context: dict[str, 
         return any_match(wanted, actual)
     if base == "StringNotEquals":
         return actual not in wanted
-    if base == "StringNotLike":
-        return not any_match(wanted, actual)
-    return False  # an operator this does not know never grants (fail closed)
+    return not any_match(wanted, actual)  # StringNotLike
 
 
-def _conditions_hold(conditions: dict[str, dict[str, Any]] | None, context: dict[str, str]) -> bool:
-    return all(_condition_holds(op, key, value, context)
+def _conditions_hold(conditions: dict[str, dict[str, Any]] | None, context: dict[str, str], *,
+                     deny: bool = False) -> bool:
+    return all(_condition_holds(op, key, value, context, deny=deny)
                for op, pairs in (conditions or {}).items() for key, value in pairs.items())
 
 
@@ -117,7 +122,7 @@ def statement_applies(statement: dict[str, Any], action: str, resource: str, con
         return False
     if "NotResource" in statement and any_match(statement["NotResource"], resource):
         return False
-    return _conditions_hold(statement.get("Condition"), context)
+    return _conditions_hold(statement.get("Condition"), context, deny=statement.get("Effect") != "Allow")
 
 
 def statements(policies: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -139,7 +144,7 @@ def evaluate(policies: dict[str, dict[str, Any]], action: str, resource: str,
     for label, statement in statements(policies):
         if not statement_applies(statement, action, resource, context or {}):
             continue
-        if statement.get("Effect") == "Deny":
+        if statement.get("Effect") != "Allow":  # Deny, or anything malformed: never a grant
             return Decision(allowed=False, statements=[label])
         decision.statements.append(label)
     decision.allowed = bool(decision.statements)
@@ -243,6 +248,8 @@ def classify(prefix: str, action: str, params: dict[str, Any], path: str, region
 
 def s3_request(action: str, bucket: str | None, key: str | None, query: dict[str, Any]) -> Request:
     iam_action = f"s3:{S3_IAM_ACTIONS.get(action, action)}"
+    if iam_action == "s3:GetObject" and "versionId" in query:  # a read (GET or HEAD) of one version
+        iam_action = "s3:GetObjectVersion"
     resource = f"arn:aws:s3:::{bucket}/{key}" if bucket and key else f"arn:aws:s3:::{bucket or '*'}"
     context: dict[str, str] = {}
     if iam_action == "s3:ListBucket":

@@ -115,7 +115,7 @@ class SageMakerExecutor:
             code, reason = self._train(job, tree, channels, code_dir, program, on_line, role)
             checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
             if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                upload_folder(s3, tree.checkpoint_dir, *split_s3_uri(checkpoint_uri))
+                self._sync_checkpoints(s3, tree.checkpoint_dir, checkpoint_uri)
             job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
                                           for k, v in sorted(metrics.items())]
             if name in self._stopping:
@@ -200,6 +200,18 @@ class SageMakerExecutor:
                 process_started=lambda p: self._procs.__setitem__(name, p))
         finally:
             timer.cancel()
+
+    @staticmethod
+    def _sync_checkpoints(s3: Any, folder: Path, uri: str) -> None:
+        """As SageMaker syncs /opt/ml/checkpoints: new files uploaded, files the job deleted deleted."""
+        bucket, prefix = split_s3_uri(uri)
+        prefix = prefix if prefix.endswith("/") else prefix + "/"
+        upload_folder(s3, folder, bucket, prefix)
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if obj["Key"][len(prefix):] not in present:
+                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
 
     def _stop_quietly(self, name: str, secondary: str) -> None:
         with contextlib.suppress(Exception):  # the job ended in the meantime

@@ -35,10 +35,20 @@ class QuantizeResult(BaseModel):
 
 
 class PromoteRequest(_Strict):
-    action: Literal["canary", "finalize", "abort", "rollback"]
+    action: Literal["canary", "finalize", "abort", "rollback", "restore"]
     recipe: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
     version: int | None = Field(default=None, ge=1)
     execution: str = ""
+
+
+class RunEnded(BaseModel):
+    """EventBridge's "Step Functions Execution Status Change" detail, for a run that ended badly."""
+
+    executionArn: str  # the event's own field names
+    stateMachineArn: str
+    name: str = Field(pattern=_NAME)
+    status: Literal["FAILED", "TIMED_OUT", "ABORTED"]
+    input: str | None = None
 
 
 class ReleaseRequest(_Strict):

@@ -7,6 +7,7 @@ The registry records live, previous and the promotion history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ from lambdaforge import envvars
 from lambdaforge.pipeline.errors import CanaryFailedError, PromotionError
 from lambdaforge.pipeline.payloads import PromoteRequest
 from lambdaforge.pipeline.settings import PipelineSettings
-from lambdaforge.registry import Catalog, UnpublishedVersionError
+from lambdaforge.registry import Catalog, CatalogState, ConcurrentUpdateError, UnpublishedVersionError
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Promoter:
         """Do what the workflow asks (`request.action`); the answer names the action and the model."""
         if request.action == "rollback":
             result = self.rollback(request.recipe)
+        elif request.action == "restore":
+            result = self.restore(request.recipe)
         elif request.version is None:
             raise PromotionError(f"action {request.action!r} needs a version")
         elif request.action == "canary":
@@ -63,20 +66,32 @@ class Promoter:
         return AliasState(version=alias["FunctionVersion"], weights=dict(weights),
                           revision=str(alias.get("RevisionId") or ""))
 
-    def _set_alias(self, read: AliasState, version: str, weights: dict[str, float] | None = None) -> None:
-        """Move the alias, unless it moved since `read` (two promoters cannot both win)."""
+    def _move_then_record(self, current: AliasState, version: str,
+                          record: Callable[[], CatalogState]) -> CatalogState:
+        """Move the alias, then the registry's pointers; if the registry refuses (live moved since it was
+        read), put the alias back as it was, so that alias and registry never disagree."""
+        moved = self._set_alias(current, version)
+        try:
+            return record()
+        except ConcurrentUpdateError:
+            self._set_alias(moved, current.version, current.weights)
+            raise
+
+    def _set_alias(self, read: AliasState, version: str, weights: dict[str, float] | None = None) -> AliasState:
+        """Move the alias, unless it moved since `read` (two promoters cannot both win); the new state."""
         from botocore.exceptions import ClientError
 
         guard = {"RevisionId": read.revision} if read.revision else {}
         try:
-            self.lam.update_alias(FunctionName=self.fn, Name=self.alias, FunctionVersion=version,
-                                  RoutingConfig={"AdditionalVersionWeights": weights or {}}, **guard)
+            out = self.lam.update_alias(FunctionName=self.fn, Name=self.alias, FunctionVersion=version,
+                                        RoutingConfig={"AdditionalVersionWeights": weights or {}}, **guard)
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "PreconditionFailedException":
                 raise
             raise PromotionError(f"alias {self.alias!r} of {self.fn} moved since it was read (it was on version "
                                  f"{read.version}); another promotion or rollback won. Nothing was changed: "
                                  "check `lambdaforge status` and retry.") from exc
+        return AliasState(version=version, weights=dict(weights or {}), revision=str(out.get("RevisionId") or ""))
 
     def _configure(self, variables: dict[str, str]) -> None:
         self.lam.update_function_configuration(FunctionName=self.fn, Environment={"Variables": variables})
@@ -89,7 +104,10 @@ class Promoter:
         if record.lambda_version:
             return record.lambda_version
         config = self.lam.get_function_configuration(FunctionName=self.fn)
-        unpinned = dict((config.get("Environment") or {}).get("Variables") or {})
+        # unpinned is derived, not snapshotted: a publish that died half way left $LATEST pinned, and a
+        # snapshot would make that pin permanent
+        current = dict((config.get("Environment") or {}).get("Variables") or {})
+        unpinned = {k: v for k, v in current.items() if k != envvars.MODEL_VERSION} | {envvars.MODEL_URI: ""}
         pinned = {**unpinned, envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: f"{recipe}-v{version}"}
         self._configure(pinned)
         try:
@@ -105,13 +123,13 @@ class Promoter:
 
     def canary(self, recipe: str, version: int) -> dict[str, Any]:
         new = self.publish(recipe, version)
+        read = self.catalog.state(recipe)
         current = self.alias_state()
         if current.version == new:
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "already live"}
-        if self.catalog.state(recipe).live is None or self.settings.canary_weight <= 0:
+        if read.live is None or self.settings.canary_weight <= 0:
             # nothing is being served yet (or canaries are off): there is no traffic to protect
-            self._set_alias(current, new)
-            self.catalog.mark_live(recipe, version)
+            self._move_then_record(current, new, lambda: self.catalog.mark_live(recipe, version, read=read))
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model"}
         self._set_alias(current, current.version, {new: self.settings.canary_weight})
         return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight}
@@ -131,13 +149,14 @@ class Promoter:
             self.abort(recipe, version)
             raise CanaryFailedError(f"{recipe} v{version}: alarm(s) {', '.join(firing)} fired during the canary; "
                                     "traffic is back on the previous version")
+        read = self.catalog.state(recipe)
         current = self.alias_state()
         if record.lambda_version != current.version and record.lambda_version not in current.weights:
             raise PromotionError(f"{recipe} v{version}: alias {self.alias!r} no longer carries its canary (it is on "
                                  f"version {current.version}, weights {current.weights}); something else moved "
                                  "it, so this rollout stops here")
-        self._set_alias(current, record.lambda_version)
-        state = self.catalog.mark_live(recipe, version)
+        state = self._move_then_record(current, record.lambda_version,
+                                       lambda: self.catalog.mark_live(recipe, version, read=read))
         return {"lambda_version": record.lambda_version, "live": state.live, "previous": state.previous}
 
     def abort(self, recipe: str, version: int) -> dict[str, Any]:
@@ -152,11 +171,21 @@ class Promoter:
             self._set_alias(current, target)
         return {"lambda_version": target, "aborted": record.lambda_version}
 
+    def restore(self, recipe: str) -> dict[str, Any]:
+        """All traffic on the version the registry says is live: undoes whatever canary a dead run left."""
+        current = self.alias_state()
+        live = self.catalog.live_model(recipe)
+        target = live.lambda_version if live and live.lambda_version else current.version
+        if current.weights or current.version != target:
+            self._set_alias(current, target)
+            return {"lambda_version": target, "restored": True}
+        return {"lambda_version": target, "restored": False}
+
     def rollback(self, recipe: str) -> dict[str, Any]:
         state, target = self.catalog.rollback_target(recipe)
         if not target.lambda_version:
             raise UnpublishedVersionError(f"{recipe} v{target.version} was never published as a Lambda version")
-        self._set_alias(self.alias_state(), target.lambda_version)
-        new_state = self.catalog.mark_rolled_back(recipe, target.version)
+        new_state = self._move_then_record(self.alias_state(), target.lambda_version,
+                                           lambda: self.catalog.mark_rolled_back(recipe, target.version, read=state))
         return {"from_version": state.live, "to_version": target.version, "lambda_version": target.lambda_version,
                 "live": new_state.live, "previous": new_state.previous}

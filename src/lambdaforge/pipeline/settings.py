@@ -28,6 +28,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "min_accuracy": (envvars.MIN_ACCURACY, float),
     "inference_function": (envvars.INFERENCE_FUNCTION_NAME, None),
     "inference_alias": (envvars.INFERENCE_ALIAS, None),
+    "promote_function": (envvars.PROMOTE_FUNCTION_NAME, None),
 }
 
 
@@ -47,6 +48,7 @@ class PipelineSettings:
     min_accuracy: float = 0.0
     inference_function: str = ""
     inference_alias: str = "live"
+    promote_function: str = ""
     canary_weight: float = 0.1
     canary_alarms: tuple[str, ...] = ()
     hyperparameters: dict[str, Any] = field(default_factory=dict)

@@ -15,8 +15,8 @@ from typing import Any
 
 from lambdaforge import envvars
 from lambdaforge.pipeline.datasets import DatasetSpec, Upload, classify, job_name, parse_marker
-from lambdaforge.pipeline.errors import UploadRejectedError
-from lambdaforge.pipeline.payloads import ReleaseRequest
+from lambdaforge.pipeline.errors import PipelineError, UploadRejectedError
+from lambdaforge.pipeline.payloads import ReleaseRequest, RunEnded
 from lambdaforge.pipeline.settings import PipelineSettings
 from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
 from lambdaforge.registry import Runs, RunState
@@ -76,9 +76,9 @@ class Trigger:
         first = upload.key[len(self.settings.data_prefix):].split("/")[0]
         recipe = first if first in known_recipes() else "_rejected"  # uploaders do not name registry partitions
         self.runs.record(recipe, f"rejected-{upload.digest[:16]}", "REJECTED", cause=reason, key=upload.key)
-        self._notify(f"lambdaforge: upload rejected ({upload.key})"[:99], reason)
+        self.notify(f"lambdaforge: upload rejected ({upload.key})"[:99], reason)
 
-    def _notify(self, subject: str, message: str) -> None:
+    def notify(self, subject: str, message: str) -> None:
         if self.settings.failure_topic_arn:
             self.sns.publish(TopicArn=self.settings.failure_topic_arn, Subject=subject, Message=message)
 
@@ -167,6 +167,66 @@ class Trigger:
             return TriggerOutcome("released", f"{execution} finished; nothing waiting", execution)
         outcome = self.start_or_queue(DatasetSpec.from_json(pending))
         return TriggerOutcome(outcome.status, f"{execution} finished; {outcome.detail}", outcome.execution)
+
+
+class RunRecovery:
+    """A run that ended outside the workflow's own failure path (aborted, timed out, or failed where
+    no Catch applies): stop its training job, take traffic off its canary, record and announce it,
+    release the lock and start the data waiting for it. Each step is harmless when already done, as
+    it is when the workflow's failure path ran first (EventBridge reports those runs FAILED too)."""
+
+    def __init__(self, trigger: Trigger, *, sagemaker: Any = None, lam: Any = None) -> None:
+        from lambdaforge.aws import client
+
+        trigger.settings.need("promote_function")
+        self.trigger = trigger
+        self.sagemaker = sagemaker or client("sagemaker")
+        self.lam = lam or client("lambda")
+
+    def recover(self, ended: RunEnded) -> TriggerOutcome:
+        run_input = self._input(ended)
+        recipe = str(run_input["recipe"])
+        runs = self.trigger.runs
+        logged = {r.get("sk"): r for r in runs.log(recipe, limit=50)}.get(f"run#{ended.name}", {})
+        if runs.state(recipe).running != ended.name and logged.get("status") in ("FAILED", "SUCCEEDED"):
+            return TriggerOutcome("recovered", f"{ended.name} ended {ended.status}; its failure path already "
+                                               "cleaned up", ended.name)
+        self._stop_job(str(run_input.get("training", {}).get("job_name") or ""))
+        self._undo_canary(recipe, ended.name)
+        cause = f"the run ended {ended.status} outside the workflow's failure path"
+        runs.record(recipe, ended.name, "FAILED", cause=cause)
+        self.trigger.notify(f"lambdaforge: run {ended.name} {ended.status}"[:99],
+                             f"{cause}: its training job was stopped, live was left as it was, and the run "
+                             "lock was released.")
+        outcome = self.trigger.release(ReleaseRequest(action="release", recipe=recipe, execution=ended.name,
+                                                      status="FAILED"))
+        return TriggerOutcome("recovered", f"{ended.name} ended {ended.status}; {outcome.detail}", ended.name)
+
+    def _input(self, ended: RunEnded) -> dict[str, Any]:
+        raw = ended.input
+        if not raw:  # EventBridge leaves out a large input: read it from the execution
+            raw = self.trigger.sfn.describe_execution(executionArn=ended.executionArn)["input"]
+        data: dict[str, Any] = json.loads(raw)
+        return data
+
+    def _stop_job(self, job: str) -> None:
+        from botocore.exceptions import ClientError
+
+        if not job:
+            return
+        try:
+            if self.sagemaker.describe_training_job(TrainingJobName=job)["TrainingJobStatus"] == "InProgress":
+                self.sagemaker.stop_training_job(TrainingJobName=job)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ValidationException":  # no such job, or it just ended
+                raise
+
+    def _undo_canary(self, recipe: str, execution: str) -> None:
+        """All traffic back on the live version, through the promote function (it owns alias live)."""
+        payload = {"action": "restore", "recipe": recipe, "execution": execution}
+        out = self.lam.invoke(FunctionName=self.trigger.settings.promote_function, Payload=json.dumps(payload))
+        if out.get("FunctionError"):
+            raise PipelineError(f"restoring alias live failed: {out['Payload'].read()[:500]!r}")
 
 
 def _version(upload: Upload) -> dict[str, str]:

@@ -150,9 +150,11 @@ class Catalog:
                     "another promotion or rollback won. Check `lambdaforge status` and retry.") from exc
             raise
 
-    def mark_live(self, recipe: str, version: int) -> CatalogState:
-        """`version` is now live; the old live becomes previous. Appends to the promotion history."""
-        state = self.state(recipe)
+    def mark_live(self, recipe: str, version: int, read: CatalogState | None = None) -> CatalogState:
+        """`version` is now live; the old live becomes previous. Appends to the promotion history.
+
+        `read`: the state the caller decided on; the write fails if live moved since."""
+        state = read or self.state(recipe)
         history = [v for v in state.history if v != version] + [version]
         previous = state.live if state.live not in (None, version) else state.previous
         self._set_pointers(state, version, previous, history, clear_candidate=True)
@@ -172,9 +174,9 @@ class Catalog:
                                          "there is nothing earlier to roll back to")
         return state, self.version(recipe, earlier[-1])
 
-    def mark_rolled_back(self, recipe: str, to_version: int) -> CatalogState:
+    def mark_rolled_back(self, recipe: str, to_version: int, read: CatalogState | None = None) -> CatalogState:
         """Live moves back to `to_version`; the version rolled back from leaves the history."""
-        state = self.state(recipe)
+        state = read or self.state(recipe)
         history = [v for v in state.history if v != state.live]
         idx = history.index(to_version) if to_version in history else len(history)
         previous = history[idx - 1] if idx > 0 else None
