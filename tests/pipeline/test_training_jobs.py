@@ -37,7 +37,8 @@ def as_workflow(pipeline: Pipeline, service: str) -> Any:
     return cloud.client_as(cloud.credentials(role, "states.amazonaws.com", "tests"), service)
 
 
-def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600) -> str:
+def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600, max_wait: int | None = None) -> str:
+    """A job as the workflow starts one; with `max_wait`, a managed-spot job."""
     cloud, s3 = pipeline.cloud, pipeline.cloud.client("s3")
     name = f"lf-digits-{uuid.uuid4().hex[:16]}"
     prefix = f"data/digits/{name}/"
@@ -54,7 +55,9 @@ def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600) -> st
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{pipeline.bucket}/{prefix}"}}}],
         OutputDataConfig={"S3OutputPath": f"s3://{artifacts}/training/"},
         ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
+        StoppingCondition={"MaxRuntimeInSeconds": max_runtime,
+                           **({"MaxWaitTimeInSeconds": max_wait} if max_wait else {})},
+        EnableManagedSpotTraining=max_wait is not None,
         CheckpointConfig={"S3Uri": f"s3://{artifacts}/checkpoints/{name}/", "LocalPath": "/opt/ml/checkpoints"})
     return name
 
@@ -153,3 +156,33 @@ def test_an_aborted_run_stops_its_job_releases_the_lock_and_is_announced(live: P
     assert logged["status"] == "FAILED" and "ABORTED" in logged["cause"]
     assert any("ABORTED" in m for m in pipeline.notifications())
     assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)
+
+
+def test_a_spot_interruption_restarts_the_job_from_its_checkpoints_in_s3(pipeline: Pipeline) -> None:
+    name = start_job(pipeline, epochs=30, max_wait=3600)
+    trainer, logs = pipeline.cloud.trainer, pipeline.cloud.logs
+    assert trainer is not None and logs is not None
+    pointer = pipeline.cloud.state_dir / "sagemaker" / name / "opt" / "ml" / "checkpoints" / "latest.json"
+    wait_for(pointer.is_file, what="a complete checkpoint")
+    trainer.interrupt(name)
+    job = ended(pipeline, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    lines = logs.recent[name]
+    assert any("spot capacity reclaimed" in line for line in lines)
+    assert any("resuming from checkpoint" in line for line in lines)  # not from scratch
+    assert job["BillableTimeInSeconds"] < job["TrainingTimeInSeconds"]  # the wait for capacity is not billed
+
+
+def test_max_wait_stops_a_spot_job_that_waits_too_long_for_capacity(pipeline: Pipeline) -> None:
+    trainer = pipeline.cloud.trainer
+    assert trainer is not None
+    trainer.spot_restart_seconds = 60.0  # capacity comes back after MaxWait
+    try:
+        name = start_job(pipeline, epochs=500, max_runtime=20, max_wait=25)
+        wait_for(lambda: describe(pipeline, name)["SecondaryStatus"] == "Training", what="the Training phase")
+        trainer.interrupt(name)
+        job = ended(pipeline, name)
+    finally:
+        trainer.spot_restart_seconds = 3.0
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
+    assert "FailureReason" not in job

@@ -129,3 +129,8 @@ def test_a_deny_with_an_unknown_operator_still_denies_and_a_negation_of_nothing_
 def test_reading_one_version_is_get_object_version() -> None:
     request = s3_request("GetObject", "artifacts", "k", {"versionId": ["3"]})
     assert request.checks == (("s3:GetObjectVersion", f"{BUCKET}/k"),)
+
+
+def test_a_query_of_an_index_is_checked_against_the_index() -> None:
+    assert resource_of("dynamodb", {"TableName": "registry", "IndexName": "by-job"}, "/", "us-east-1",
+                       "123456789012") == f"{TABLE}/index/by-job"

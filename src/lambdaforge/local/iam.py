@@ -222,6 +222,8 @@ def resource_of(prefix: str, params: dict[str, Any], path: str, region: str, acc
     """The ARN IAM checks for one request of ours; "*" for actions that take no resource."""
     if prefix == "lambda":
         return _lambda_resource(params, path, region, account)
+    if prefix == "dynamodb" and params.get("TableName") and params.get("IndexName"):  # a query of an index
+        return _arn("dynamodb", region, account, f"table/{params['TableName']}/index/{params['IndexName']}")
     rule = _RESOURCES.get(prefix)
     return str((rule(params, region, account) if rule else None) or "*")
 

@@ -27,6 +27,7 @@ from typing import Any
 from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
 from lambdaforge.errors import NoObjectsError
+from lambdaforge.local.errors import LocalCloudError
 from lambdaforge.s3transfer import download_file, download_prefix, upload_file, upload_folder
 from lambdaforge.training.runner import JobTree, run_entry_point
 
@@ -52,6 +53,9 @@ class SageMakerExecutor:
         self.sink = sink
         self._procs: dict[str, subprocess.Popen[str]] = {}
         self._stopping: dict[str, str] = {}  # job -> the secondary status it ends with once stopped
+        self._interrupted: set[str] = set()  # jobs whose instance was just reclaimed (spot)
+        self._billable: dict[str, float] = {}  # job -> seconds on instances so far
+        self.spot_restart_seconds = 3.0  # how long capacity takes to come back after an interruption
         self._threads: list[threading.Thread] = []
         self.live_metrics: dict[str, dict[str, float]] = {}  # job -> latest value of each metric, while it runs
 
@@ -69,6 +73,13 @@ class SageMakerExecutor:
         job.final_metric_data_list = []
         job.training_end_time = None
         job.training_start_time = datetime.now(UTC)
+        limits = job.stopping_condition or {}
+        if job.enable_managed_spot_training and limits.get("MaxWaitTimeInSeconds"):
+            # the wait for capacity and the training together; locally the wait is only after interruptions
+            wait = threading.Timer(float(limits["MaxWaitTimeInSeconds"]),
+                                   self._stop_quietly, args=(job.training_job_name, "MaxWaitTimeExceeded"))
+            wait.daemon = True
+            wait.start()
         thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.training_job_name}", daemon=True)
         self._threads.append(thread)
         thread.start()
@@ -100,8 +111,6 @@ class SageMakerExecutor:
     def _run(self, job: Any) -> None:
         name = job.training_job_name
         root = self.state_dir / "sagemaker" / name
-        shutil.rmtree(root, ignore_errors=True)
-        tree = JobTree(root / "opt" / "ml")
         stream = f"{name}/algo-1-{int(time.time())}"
         log_group = "/aws/sagemaker/TrainingJobs"
         self._ensure_log_stream(log_group, stream)
@@ -111,11 +120,7 @@ class SageMakerExecutor:
         try:
             role = self.credentials(job.role_arn, f"SageMaker-{name}"[:64])
             s3 = self.s3_for(role)
-            channels, code_dir, program = self._prepare(job, s3, root, tree, on_line)
-            code, reason = self._train(job, tree, channels, code_dir, program, on_line, role)
-            checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
-            if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                self._sync_checkpoints(s3, tree.checkpoint_dir, checkpoint_uri)
+            code, reason, tree = self._attempts(job, s3, root, on_line, role)
             job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
                                           for k, v in sorted(metrics.items())]
             if name in self._stopping:
@@ -133,6 +138,51 @@ class SageMakerExecutor:
             self._finish(job, "Failed", f"ClientError: {exc}")
         finally:
             self._flush_logs(log_group, stream, buffered)
+
+    def _attempts(self, job: Any, s3: Any, root: Path, on_line: Callable[[str], None],
+                  role: dict[str, str]) -> tuple[int, str | None, JobTree]:
+        """Train; after a spot interruption, wait for capacity and train again on a fresh instance that
+        has only what the checkpoint folder in S3 gives back. Billable time is the time on instances."""
+        name = job.training_job_name
+        checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
+        max_runtime = float((job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400))
+        billable = 0.0
+        while True:
+            shutil.rmtree(root, ignore_errors=True)
+            tree = JobTree(root / "opt" / "ml")
+            channels, code_dir, program = self._prepare(job, s3, root, tree, on_line)
+            began = time.monotonic()
+            code, reason = self._train(job, tree, channels, code_dir, program, on_line, role, max_runtime - billable)
+            billable += time.monotonic() - began
+            self._billable[name] = billable
+            if checkpoint_uri and tree.checkpoint_dir.is_dir():
+                self._sync_checkpoints(s3, tree.checkpoint_dir, checkpoint_uri)
+            if name not in self._interrupted:
+                return code, reason, tree
+            self._interrupted.discard(name)
+            job.secondary_status = "Interrupted"
+            on_line(f"[local sagemaker] spot capacity reclaimed; restarting in {self.spot_restart_seconds:g} s")
+            if self._stopped_while_waiting(name):
+                return code, reason, tree
+            job.secondary_status = "Starting"
+
+    def _stopped_while_waiting(self, name: str) -> bool:
+        deadline = time.monotonic() + self.spot_restart_seconds
+        while time.monotonic() < deadline:
+            if name in self._stopping:
+                return True
+            time.sleep(0.2)
+        return name in self._stopping
+
+    def interrupt(self, name: str) -> None:
+        """Inject a spot interruption: the instance is reclaimed (the process killed, no warning)."""
+        job = self.backend().training_jobs.get(name)
+        if job is None or job.training_job_status != "InProgress" or not job.enable_managed_spot_training:
+            raise LocalCloudError(f"{name}: only a running managed-spot job can be interrupted")
+        self._interrupted.add(name)
+        proc = self._procs.get(name)
+        if proc and proc.poll() is None:
+            proc.kill()
 
     def _line_handler(self, job: Any, metrics: dict[str, float], buffered: list[str],
                       flush: Callable[[], None]) -> Callable[[str], None]:
@@ -181,15 +231,13 @@ class SageMakerExecutor:
         return channels, code_dir, str(program)
 
     def _train(self, job: Any, tree: JobTree, channels: dict[str, Path], code_dir: Path, program: str,
-               on_line: Callable[[str], None], role: dict[str, str]) -> tuple[int, str | None]:
+               on_line: Callable[[str], None], role: dict[str, str], runtime_left: float) -> tuple[int, str | None]:
         """The entry point under the SageMaker contract, stopped at the job's MaxRuntimeInSeconds."""
         name = job.training_job_name
         if name in self._stopping:  # stopped while its data was downloading
             return 143, None
         job.secondary_status = "Training"
-        limits = job.stopping_condition or {}
-        timer = threading.Timer(float(limits.get("MaxRuntimeInSeconds", 86400)),
-                                lambda: self._stop_quietly(name, "MaxRuntimeExceeded"))
+        timer = threading.Timer(max(0.0, runtime_left), lambda: self._stop_quietly(name, "MaxRuntimeExceeded"))
         timer.start()
         try:
             return run_entry_point(
@@ -220,7 +268,9 @@ class SageMakerExecutor:
     def _finish(self, job: Any, status: str, reason: str | None, secondary: str | None = None) -> None:
         job.training_end_time = datetime.now(UTC)
         seconds = max(1, int((job.training_end_time - job.training_start_time).total_seconds()))
-        job.training_time_in_seconds = job.billable_time_in_seconds = seconds
+        job.training_time_in_seconds = seconds
+        # time on instances: short of the training time by the waits after spot interruptions
+        job.billable_time_in_seconds = max(1, min(seconds, int(self._billable.get(job.training_job_name, seconds))))
         job.failure_reason = reason[:1024] if reason else None
         job.secondary_status = secondary or status
         job.training_job_status = status

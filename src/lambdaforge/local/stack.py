@@ -152,8 +152,9 @@ def sns_topic(ctx: Context, lid: str, props: dict[str, Any]) -> Created:
 
 def sqs_queue(ctx: Context, lid: str, props: dict[str, Any]) -> Created:
     name = props.get("QueueName") or ctx.name(lid, limit=80)
-    attrs = {k: str(props[k]) for k in ("MessageRetentionPeriod", "VisibilityTimeout", "KmsMasterKeyId",
-                                        "SqsManagedSseEnabled") if k in props}
+    attrs = {k: str(props[k]).lower() if isinstance(props[k], bool) else str(props[k])
+             for k in ("MessageRetentionPeriod", "VisibilityTimeout", "KmsMasterKeyId", "SqsManagedSseEnabled")
+             if k in props}
     url = ctx.clients("sqs").create_queue(QueueName=name, Attributes=attrs)["QueueUrl"]
     return url, {"Arn": ctx.arn("sqs", name), "QueueName": name, "QueueUrl": url}
 
