@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ class SageMakerExecutor:
         self._interrupted: set[str] = set()  # jobs whose instance was just reclaimed (spot)
         self._billable: dict[str, float] = {}  # job -> seconds on instances so far
         self.spot_restart_seconds = 3.0  # how long capacity takes to come back after an interruption
+        self.checkpoint_sync_seconds = 2.0
         self._threads: list[threading.Thread] = []
         self.live_metrics: dict[str, dict[str, float]] = {}  # job -> latest value of each metric, while it runs
 
@@ -152,7 +153,9 @@ class SageMakerExecutor:
             tree = JobTree(root / "opt" / "ml")
             channels, code_dir, program = self._prepare(job, s3, root, tree, on_line)
             began = time.monotonic()
-            code, reason = self._train(job, tree, channels, code_dir, program, on_line, role, max_runtime - billable)
+            with self._syncing(s3, tree.checkpoint_dir, checkpoint_uri):
+                code, reason = self._train(job, tree, channels, code_dir, program, on_line, role,
+                                           max_runtime - billable)
             billable += time.monotonic() - began
             self._billable[name] = billable
             if checkpoint_uri and tree.checkpoint_dir.is_dir():
@@ -248,6 +251,27 @@ class SageMakerExecutor:
                 process_started=lambda p: self._procs.__setitem__(name, p))
         finally:
             timer.cancel()
+
+    @contextlib.contextmanager
+    def _syncing(self, s3: Any, folder: Path, uri: str | None) -> Iterator[None]:
+        """While the job trains, its checkpoint folder is synced to S3 every few seconds, as SageMaker does."""
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.wait(self.checkpoint_sync_seconds):
+                if folder.is_dir():
+                    with contextlib.suppress(Exception):  # a file written mid-sync: the next round has it
+                        self._sync_checkpoints(s3, folder, str(uri))
+
+        thread = threading.Thread(target=loop, daemon=True) if uri else None
+        if thread:
+            thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            if thread:
+                thread.join(timeout=30)
 
     @staticmethod
     def _sync_checkpoints(s3: Any, folder: Path, uri: str) -> None:
