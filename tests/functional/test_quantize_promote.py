@@ -284,9 +284,13 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     from lambdaforge.pipeline.payloads import RunEnded
     from lambdaforge.pipeline.settings import PipelineSettings
     from lambdaforge.pipeline.trigger import RunRecovery, Trigger
-    from lambdaforge.registry import Runs
+    from lambdaforge.registry import Runs, VersionRecord
 
-    add_versions(stack, 1, 2)
+    add_versions(stack, 1)
+    catalog = Catalog(stack.registry_table)
+    assert catalog.allocate_version("digits") == 2
+    catalog.put_version(VersionRecord(recipe="digits", version=2, execution="digits-dead",
+                                      model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v000002/"))
     v1 = promote(stack, "canary", 1)["lambda_version"]
     runs = Runs(stack.registry_table)
     arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-dead"
@@ -300,7 +304,7 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
                      status="ABORTED", input=json.dumps({"recipe": "digits",
                                                          "training": {"job_name": "lf-digits-gone"}}))
     outcome = RunRecovery(trigger, lam=_PromoteInProcess(stack)).recover(ended)
-    assert outcome.status == "recovered", outcome
+    assert outcome.status == "recovered" and "recorded and announced" in outcome.detail, outcome
     assert alias(stack) == (v1, {})  # all traffic back on live
     assert Catalog(stack.registry_table).state("digits").live == 1
     assert runs.state("digits").running is None
@@ -309,7 +313,24 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     assert any("ABORTED" in m for m in stack.notifications())
     # the same event again (EventBridge delivers at least once) changes nothing more
     again = RunRecovery(trigger, lam=_PromoteInProcess(stack)).recover(ended)
-    assert "already cleaned up" in again.detail
+    assert "its failure path had recorded it" in again.detail
+    assert alias(stack) == (v1, {}) and len([m for m in stack.notifications() if "ABORTED" in m]) == 0
+
+
+def test_restore_takes_off_only_the_dead_runs_canary(stack: Stack) -> None:
+    from lambdaforge.registry import VersionRecord
+
+    add_versions(stack, 1)
+    catalog = Catalog(stack.registry_table)
+    assert catalog.allocate_version("digits") == 2
+    catalog.put_version(VersionRecord(recipe="digits", version=2, execution="digits-other",
+                                      model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v000002/"))
+    promote(stack, "canary", 1)
+    promote(stack, "canary", 2)  # another run's canary
+    before = alias(stack)
+    out = stack.handler("promote").lambda_handler({"action": "restore", "recipe": "digits",
+                                                   "execution": "digits-dead"}, LocalLambdaContext())
+    assert out["restored"] is False and alias(stack) == before
 
 
 def test_a_publish_that_died_half_way_does_not_leave_latest_pinned_for_good(stack: Stack) -> None:

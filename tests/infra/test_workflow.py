@@ -62,12 +62,13 @@ def test_failure_path_records_notifies_releases_and_fails(asl: dict[str, Any]) -
     assert states["RecordFailure"]["Next"] == "RecordLastFailure"
     assert states["RecordLastFailure"]["Next"] == "NotifyFailure"
     assert states["NotifyFailure"]["Resource"] == "arn:aws:states:::sns:publish"
-    assert states["NotifyFailure"]["Next"] == "TrainingJobStarted"
-    # a job the run created is stopped before the lock is released (a no-op when it already ended)
-    assert states["TrainingJobStarted"]["Choices"] == [{"Variable": "$.created", "IsPresent": True,
-                                                        "Next": "StopTrainingJob"}]
+    # the run's job is stopped before the lock is released (a no-op when it ended or never existed),
+    # also when the notification failed
+    assert states["NotifyFailure"]["Next"] == "StopTrainingJob"
+    assert [c["Next"] for c in states["NotifyFailure"]["Catch"]] == ["StopTrainingJob"]
     assert states["StopTrainingJob"]["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:stopTrainingJob"
-    assert states["StopTrainingJob"]["Next"] == states["TrainingJobStarted"]["Default"] == "ReleaseAfterFailure"
+    assert states["StopTrainingJob"]["Next"] == "ReleaseAfterFailure"
+    assert [c["Next"] for c in states["StopTrainingJob"]["Catch"]] == ["ReleaseAfterFailure"]
     assert states["ReleaseAfterFailure"]["Next"] == "Failed" and states["Failed"]["Type"] == "Fail"
     # a failed rollout is undone before the failure is recorded
     assert states["PromoteFinalize"]["Catch"][0]["Next"] == "AbortCanary"

@@ -294,7 +294,9 @@ class SageMakerExecutor:
         seconds = max(1, int((job.training_end_time - job.training_start_time).total_seconds()))
         job.training_time_in_seconds = seconds
         # time on instances: short of the training time by the waits after spot interruptions
-        job.billable_time_in_seconds = max(1, min(seconds, int(self._billable.get(job.training_job_name, seconds))))
+        on_instances = int(self._billable.get(job.training_job_name, seconds))
+        job.billable_time_in_seconds = max(1, min(seconds, on_instances)) if job.enable_managed_spot_training \
+            else seconds
         job.failure_reason = reason[:1024] if reason else None
         job.secondary_status = secondary or status
         job.training_job_status = status

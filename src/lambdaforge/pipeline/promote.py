@@ -43,7 +43,7 @@ class Promoter:
         if request.action == "rollback":
             result = self.rollback(request.recipe)
         elif request.action == "restore":
-            result = self.restore(request.recipe)
+            result = self.restore(request.recipe, request.execution)
         elif request.version is None:
             raise PromotionError(f"action {request.action!r} needs a version")
         elif request.action == "canary":
@@ -171,15 +171,18 @@ class Promoter:
             self._set_alias(current, target)
         return {"lambda_version": target, "aborted": record.lambda_version}
 
-    def restore(self, recipe: str) -> dict[str, Any]:
-        """All traffic on the version the registry says is live: undoes whatever canary a dead run left."""
+    def restore(self, recipe: str, execution: str) -> dict[str, Any]:
+        """Take the canary weight of the version `execution` made off the alias, and nothing else: the
+        main version, a code deploy's shift and other runs' canaries stay as they are."""
+        if not execution:
+            raise PromotionError("action 'restore' needs the execution whose canary to undo")
+        mine = {v.lambda_version for v in self.catalog.versions(recipe) if v.execution == execution}
         current = self.alias_state()
-        live = self.catalog.live_model(recipe)
-        target = live.lambda_version if live and live.lambda_version else current.version
-        if current.weights or current.version != target:
-            self._set_alias(current, target)
-            return {"lambda_version": target, "restored": True}
-        return {"lambda_version": target, "restored": False}
+        weights = {k: w for k, w in current.weights.items() if k not in mine}
+        if weights == current.weights:
+            return {"lambda_version": current.version, "restored": False}
+        self._set_alias(current, current.version, weights)
+        return {"lambda_version": current.version, "restored": True}
 
     def rollback(self, recipe: str) -> dict[str, Any]:
         state, target = self.catalog.rollback_target(recipe)

@@ -86,7 +86,8 @@ class Trigger:
     def start_or_queue(self, spec: DatasetSpec) -> TriggerOutcome:
         name = spec.run_name
         arn = self.settings.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
-        if not self.runs.acquire(spec.recipe, name, arn):
+        lock = self.runs.acquire(spec.recipe, name, arn)
+        if lock is None:
             state = self.runs.state(spec.recipe)
             if state.running and state.running != name and self._lock_is_stale(state):
                 self.runs.force_release(spec.recipe, state.running)  # aborted, timed out, or never started
@@ -97,7 +98,8 @@ class Trigger:
         try:
             started = self._start(spec)
         except Exception:
-            self.runs.force_release(spec.recipe, name)  # a waiting dataset stays waiting: nothing is lost
+            if lock == "taken":  # never the lock of an execution that was already running under this name
+                self.runs.force_release(spec.recipe, name)  # a waiting dataset stays waiting: nothing is lost
             raise
         self.runs.clear_pending(spec.recipe, spec.to_json())  # it, or older data, need not wait any more
         if not started:
@@ -187,20 +189,23 @@ class RunRecovery:
         run_input = self._input(ended)
         recipe = str(run_input["recipe"])
         runs = self.trigger.runs
-        logged = {r.get("sk"): r for r in runs.log(recipe, limit=50)}.get(f"run#{ended.name}", {})
-        if runs.state(recipe).running != ended.name and logged.get("status") in ("FAILED", "SUCCEEDED"):
-            return TriggerOutcome("recovered", f"{ended.name} ended {ended.status}; its failure path already "
-                                               "cleaned up", ended.name)
-        self._stop_job(str(run_input.get("training", {}).get("job_name") or ""))
-        self._undo_canary(recipe, ended.name)
-        cause = f"the run ended {ended.status} outside the workflow's failure path"
-        runs.record(recipe, ended.name, "FAILED", cause=cause)
-        self.trigger.notify(f"lambdaforge: run {ended.name} {ended.status}"[:99],
-                             f"{cause}: its training job was stopped, live was left as it was, and the run "
-                             "lock was released.")
-        outcome = self.trigger.release(ReleaseRequest(action="release", recipe=recipe, execution=ended.name,
-                                                      status="FAILED"))
-        return TriggerOutcome("recovered", f"{ended.name} ended {ended.status}; {outcome.detail}", ended.name)
+        try:
+            self._stop_job(str(run_input.get("training", {}).get("job_name") or ""))
+            self._undo_canary(recipe, ended.name)  # only this run's canary weight; harmless to repeat
+            if runs.run(recipe, ended.name).get("status") in ("FAILED", "SUCCEEDED"):
+                detail = "its failure path had recorded it"
+            else:
+                cause = f"the run ended {ended.status} outside the workflow's failure path"
+                runs.record(recipe, ended.name, "FAILED", cause=cause)
+                self.trigger.notify(f"lambdaforge: run {ended.name} {ended.status}"[:99],
+                                    f"{cause}: its training job was stopped, its canary (if any) undone, live "
+                                    "left as it was, and the run lock released.")
+                detail = "recorded and announced"
+        finally:  # conditional on the holder: harmless when done, and never another run's lock
+            outcome = self.trigger.release(ReleaseRequest(action="release", recipe=recipe, execution=ended.name,
+                                                          status="FAILED"))
+        return TriggerOutcome("recovered", f"{ended.name} ended {ended.status}; {detail}; {outcome.detail}",
+                              ended.name)
 
     def _input(self, ended: RunEnded) -> dict[str, Any]:
         raw = ended.input
@@ -223,7 +228,7 @@ class RunRecovery:
 
     def _undo_canary(self, recipe: str, execution: str) -> None:
         """All traffic back on the live version, through the promote function (it owns alias live)."""
-        payload = {"action": "restore", "recipe": recipe, "execution": execution}
+        payload = {"action": "restore", "recipe": recipe, "execution": execution}  # that run's weight only
         out = self.lam.invoke(FunctionName=self.trigger.settings.promote_function, Payload=json.dumps(payload))
         if out.get("FunctionError"):
             raise PipelineError(f"restoring alias live failed: {out['Payload'].read()[:500]!r}")

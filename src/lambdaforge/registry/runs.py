@@ -41,21 +41,22 @@ class Runs:
         return RunState.from_item(recipe, read_state(self.table, recipe))
 
     # --- the lock
-    def acquire(self, recipe: str, execution: str, execution_arn: str) -> bool:
-        """Take the recipe's lock for `execution` (again, if it already holds it); False if another holds it."""
+    def acquire(self, recipe: str, execution: str, execution_arn: str) -> str | None:
+        """Take the recipe's lock for `execution`: "taken", "held" (it had it already), None if another has it."""
         from botocore.exceptions import ClientError
 
         try:
-            self.table.update_item(
+            out = self.table.update_item(
                 Key=keys.state_key(recipe),
                 UpdateExpression=f"SET {keys.RUNNING} = :e, {keys.RUNNING_ARN} = :a, {keys.RUNNING_SINCE} = :t",
                 ConditionExpression=f"attribute_not_exists({keys.RUNNING}) OR {keys.RUNNING} = :e",
-                ExpressionAttributeValues={":e": execution, ":a": execution_arn, ":t": now()})
+                ExpressionAttributeValues={":e": execution, ":a": execution_arn, ":t": now()},
+                ReturnValues="UPDATED_OLD")
         except ClientError as exc:
             if condition_failed(exc):
-                return False
+                return None
             raise
-        return True
+        return "held" if out.get("Attributes", {}).get(keys.RUNNING) == execution else "taken"
 
     def force_release(self, recipe: str, execution: str) -> None:
         """Drop a lock whose execution is no longer running (it was aborted or timed out)."""
@@ -105,13 +106,14 @@ class Runs:
         return True
 
     def clear_pending(self, recipe: str, started: dict[str, Any]) -> None:
-        """A run has started on `started`: drop the waiting dataset if it is that one or older."""
+        """A run has started on `started`: drop the waiting dataset if it is that one or strictly older
+        (event times have one-second resolution: another dataset of the same second stays)."""
         from botocore.exceptions import ClientError
 
         try:
             self.table.update_item(
                 Key=keys.state_key(recipe), UpdateExpression="REMOVE #p",
-                ConditionExpression="#p.#v = :v OR attribute_not_exists(#p.#u) OR #p.#u <= :u",
+                ConditionExpression="#p.#v = :v OR attribute_not_exists(#p.#u) OR #p.#u < :u",
                 ExpressionAttributeNames={"#p": keys.PENDING, "#u": "uploaded_at", "#v": "version"},
                 ExpressionAttributeValues={":v": started["version"], ":u": str(started.get("uploaded_at") or "")})
         except ClientError as exc:
@@ -132,6 +134,11 @@ class Runs:
         sets += [f"#{k} = :{k}" for k in given]
         self.table.update_item(Key=keys.run_key(recipe, execution), UpdateExpression="SET " + ", ".join(sets),
                                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+
+    def run(self, recipe: str, execution: str) -> dict[str, Any]:
+        """One run's record (empty when there is none), read consistently."""
+        item = self.table.get_item(Key=keys.run_key(recipe, execution), ConsistentRead=True).get("Item")
+        return plain(item) if item else {}
 
     def log(self, recipe: str, limit: int = 20) -> list[dict[str, Any]]:
         """Up to `limit` of the recipe's runs, in descending sort-key order."""
