@@ -277,6 +277,16 @@ class _PromoteInProcess:
         return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(answer).encode())}
 
 
+def _version_made_by(stack: Stack, execution: str) -> None:
+    """Version 2, as the quantize step of `execution` records it."""
+    from lambdaforge.registry import VersionRecord
+
+    catalog = Catalog(stack.registry_table)
+    assert catalog.allocate_version("digits") == 2
+    catalog.put_version(VersionRecord(recipe="digits", version=2, execution=execution,
+                                      model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v000002/"))
+
+
 def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     """Aborted (or timed out) mid-canary: no Catch runs, so the status-change event must undo it all."""
     import json
@@ -284,13 +294,10 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     from lambdaforge.pipeline.payloads import RunEnded
     from lambdaforge.pipeline.settings import PipelineSettings
     from lambdaforge.pipeline.trigger import RunRecovery, Trigger
-    from lambdaforge.registry import Runs, VersionRecord
+    from lambdaforge.registry import Runs
 
     add_versions(stack, 1)
-    catalog = Catalog(stack.registry_table)
-    assert catalog.allocate_version("digits") == 2
-    catalog.put_version(VersionRecord(recipe="digits", version=2, execution="digits-dead",
-                                      model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v000002/"))
+    _version_made_by(stack, "digits-dead")
     v1 = promote(stack, "canary", 1)["lambda_version"]
     runs = Runs(stack.registry_table)
     arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-dead"
@@ -318,13 +325,8 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
 
 
 def test_restore_takes_off_only_the_dead_runs_canary(stack: Stack) -> None:
-    from lambdaforge.registry import VersionRecord
-
     add_versions(stack, 1)
-    catalog = Catalog(stack.registry_table)
-    assert catalog.allocate_version("digits") == 2
-    catalog.put_version(VersionRecord(recipe="digits", version=2, execution="digits-other",
-                                      model_uri=f"s3://{stack.artifacts_bucket}/models/digits/v000002/"))
+    _version_made_by(stack, "digits-other")
     promote(stack, "canary", 1)
     promote(stack, "canary", 2)  # another run's canary
     before = alias(stack)

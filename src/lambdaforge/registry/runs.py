@@ -59,17 +59,9 @@ class Runs:
         return "held" if out.get("Attributes", {}).get(keys.RUNNING) == execution else "taken"
 
     def force_release(self, recipe: str, execution: str) -> None:
-        """Drop a lock whose execution is no longer running (it was aborted or timed out)."""
-        from botocore.exceptions import ClientError
-
-        try:
-            self.table.update_item(Key=keys.state_key(recipe),
-                                   UpdateExpression=f"REMOVE {keys.RUNNING}, {keys.RUNNING_ARN}",
-                                   ConditionExpression=f"{keys.RUNNING} = :e",
-                                   ExpressionAttributeValues={":e": execution})
-        except ClientError as exc:
-            if not condition_failed(exc):
-                raise
+        """Drop a lock whose execution is no longer running (aborted, timed out, never started): the same
+        conditional write as `release`, named for what the caller knows."""
+        self.release(recipe, execution)
 
     def release(self, recipe: str, execution: str) -> None:
         """Release the lock if `execution` holds it. The pending dataset stays until its run has started."""
