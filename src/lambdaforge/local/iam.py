@@ -407,6 +407,12 @@ def _denied(response: Any, message: str) -> Exception:
     return Denied("AccessDenied", message)
 
 
+def _enforced(enforcer: Enforcer, response: Any) -> bool:
+    """Requests to the local cloud's server only: moto's classes are patched process-wide, and an
+    in-process `mock_aws` beside a running local cloud is another account model, not ours to police."""
+    return enforcer.enabled and bool(getattr(response, "is_werkzeug_request", False))
+
+
 def _caller(enforcer: Enforcer, response: Any) -> Principal | None:
     """The principal behind the request's key; None for an administrator. Raises for an unknown key."""
     from moto.core.exceptions import InvalidClientTokenIdError
@@ -422,7 +428,7 @@ def normal_hook(enforcer: Enforcer) -> Any:
     """Replaces moto's check for every service but S3."""
 
     def authorize(response: Any, resource: str = "*") -> None:
-        if not enforcer.enabled:
+        if not _enforced(enforcer, response):
             return
         principal = _caller(enforcer, response)
         if principal is None:
@@ -447,7 +453,7 @@ def s3_hook(enforcer: Enforcer) -> Any:
             self.message = message
 
     def authorize(response: Any, bucket_name: str | None = None, key_name: str | None = None) -> None:
-        if not enforcer.enabled:
+        if not _enforced(enforcer, response):
             return
         principal = _caller(enforcer, response)
         if principal is None:
