@@ -335,12 +335,15 @@ def test_logs_of_a_function_and_of_a_training_job() -> None:
         sm = boto3.client("sagemaker", region_name="us-east-1")
         with pytest.raises(CloudError, match="no lambdaforge training job yet"):
             training_source(ref, None)
-        sm.create_training_job(TrainingJobName="lf-digits-abc", RoleArn=role,
-                               AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
-                               OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                               ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
-                                               "VolumeSizeInGB": 10},
-                               StoppingCondition={"MaxRuntimeInSeconds": 60})
+        def create_job(name: str) -> None:
+            sm.create_training_job(TrainingJobName=name, RoleArn=role,
+                                   AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
+                                   OutputDataConfig={"S3OutputPath": "s3://b/o"},
+                                   ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
+                                                   "VolumeSizeInGB": 10},
+                                   StoppingCondition={"MaxRuntimeInSeconds": 60})
+
+        create_job("lf-digits-abc")
         logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
         logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="lf-digits-abc/algo-1")
         logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName="other-job/algo-1")
@@ -354,10 +357,5 @@ def test_logs_of_a_function_and_of_a_training_job() -> None:
         tail(logs, job, now - 60_000, lambda e: lines.append(e["message"]))
         assert lines == ["[lambdaforge] epoch=1 train_loss=0.5"]
         time.sleep(1.1)  # CreationTime has second resolution in some implementations
-        sm.create_training_job(TrainingJobName="lf-digits-newer", RoleArn=role,
-                               AlgorithmSpecification={"TrainingImage": "img", "TrainingInputMode": "File"},
-                               OutputDataConfig={"S3OutputPath": "s3://b/o"},
-                               ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1,
-                                               "VolumeSizeInGB": 10},
-                               StoppingCondition={"MaxRuntimeInSeconds": 60})
+        create_job("lf-digits-newer")
         assert training_source(ref, None).stream_prefix == "lf-digits-newer/"  # the latest job, not the first

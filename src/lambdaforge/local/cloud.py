@@ -37,7 +37,6 @@ SECRET_KEY = "testing"  # noqa: S105 - moto's fixed local credentials
 # Template parameters that make sense on one machine: fast polling and canaries, an open local API.
 LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "ApiAuth": "NONE", "EnableTracing": "false"}
 STATE_FILE = "local.json"
-_ABSENT = object()  # a patched attribute the class did not define itself
 
 
 def state_folder(explicit: Path | None = None, root: Path | None = None) -> Path:
@@ -142,7 +141,7 @@ class LocalCloud:
         self.outputs: dict[str, str] = {}
         self.physical: dict[str, str] = {}
         self._server: Any = None
-        self._patches: list[tuple[Any, str, Any]] = []
+        self._patcher = fidelity.Patcher()
         self._saved_env: dict[str, str | None] = {}
         self.executor: LambdaExecutor | None = None
         self.trainer: SageMakerExecutor | None = None
@@ -212,12 +211,7 @@ class LocalCloud:
             self.trainer.join(timeout=5)
         if self.logs:
             self.logs.close()
-        for owner, name, original in reversed(self._patches):
-            if original is _ABSENT:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-        self._patches.clear()
+        self._patcher.restore()
         if self._server is not None:
             self._server.stop()
             self._server = None
@@ -343,8 +337,7 @@ class LocalCloud:
 
     # --- the executors' hooks into moto
     def _patch(self, owner: Any, name: str, replacement: Any) -> None:
-        self._patches.append((owner, name, owner.__dict__.get(name, _ABSENT)))
-        setattr(owner, name, replacement)
+        self._patcher.patch(owner, name, replacement)
 
     def _install_patches(self) -> None:
         from moto.awslambda.models import LambdaBackend

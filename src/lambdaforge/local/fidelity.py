@@ -50,18 +50,36 @@ def patches() -> list[Patch]:
     return alias_revision_patches()
 
 
-@contextmanager
-def applied() -> Iterator[None]:
-    """The patches, for the duration of a block (in-process moto)."""
-    done: list[tuple[Any, str, Any]] = []
-    try:
-        for owner, name, replacement in patches():
-            done.append((owner, name, owner.__dict__.get(name)))
-            setattr(owner, name, replacement)
-        yield
-    finally:
-        for owner, name, original in reversed(done):
-            if original is None:
+_ABSENT = object()  # a patched attribute the class did not define itself
+
+
+class Patcher:
+    """Class attributes replaced for a while and put back exactly as they were (the local cloud's
+    executors and these fidelity patches both go through it)."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple[Any, str, Any]] = []
+
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self._done.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+        setattr(owner, name, replacement)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._done):
+            if original is _ABSENT:
                 delattr(owner, name)
             else:
                 setattr(owner, name, original)
+        self._done.clear()
+
+
+@contextmanager
+def applied() -> Iterator[None]:
+    """The patches, for the duration of a block (in-process moto)."""
+    patcher = Patcher()
+    try:
+        for owner, name, replacement in patches():
+            patcher.patch(owner, name, replacement)
+        yield
+    finally:
+        patcher.restore()

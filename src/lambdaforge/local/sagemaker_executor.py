@@ -158,8 +158,6 @@ class SageMakerExecutor:
                                            max_runtime - billable)
             billable += time.monotonic() - began
             self._billable[name] = billable
-            if checkpoint_uri and tree.checkpoint_dir.is_dir():
-                self._sync_checkpoints(s3, tree.checkpoint_dir, checkpoint_uri)
             if name not in self._interrupted:
                 return code, reason, tree
             self._interrupted.discard(name)
@@ -254,7 +252,8 @@ class SageMakerExecutor:
 
     @contextlib.contextmanager
     def _syncing(self, s3: Any, folder: Path, uri: str | None) -> Iterator[None]:
-        """While the job trains, its checkpoint folder is synced to S3 every few seconds, as SageMaker does."""
+        """While the job trains, its checkpoint folder is synced to S3 every few seconds, as SageMaker does,
+        and once more when the block ends (that last sync's errors are the job's)."""
         done = threading.Event()
 
         def loop() -> None:
@@ -272,6 +271,8 @@ class SageMakerExecutor:
             done.set()
             if thread:
                 thread.join(timeout=30)
+            if uri and folder.is_dir():
+                self._sync_checkpoints(s3, folder, uri)
 
     @staticmethod
     def _sync_checkpoints(s3: Any, folder: Path, uri: str) -> None:

@@ -123,11 +123,12 @@ class Trigger:
         live. Taking it over would start a second run beside the first."""
         from botocore.exceptions import ClientError
 
-        try:
-            return bool(self.sfn.describe_execution(executionArn=state.running_arn)["status"] != "RUNNING")
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
-                raise
+        if state.running_arn:
+            try:
+                return bool(self.sfn.describe_execution(executionArn=state.running_arn)["status"] != "RUNNING")
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ExecutionDoesNotExist":
+                    raise
         taken = datetime.fromisoformat(state.running_since) if state.running_since else None
         return taken is None or (datetime.now(UTC) - taken).total_seconds() > START_GRACE_SECONDS
 
@@ -227,7 +228,7 @@ class RunRecovery:
                 raise
 
     def _undo_canary(self, recipe: str, execution: str) -> None:
-        """All traffic back on the live version, through the promote function (it owns alias live)."""
+        """This run's canary weight off alias live, through the promote function (it owns the alias)."""
         payload = {"action": "restore", "recipe": recipe, "execution": execution}  # that run's weight only
         out = self.lam.invoke(FunctionName=self.trigger.settings.promote_function, Payload=json.dumps(payload))
         if out.get("FunctionError"):
