@@ -10,9 +10,12 @@ PY312 ?= $(firstword $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2
 VENV := .venv
 TOOLS := .venv-tools
 IMAGE_VENV := .venv-image
+TRAIN_VENV := .venv-train
+# The torch the tests run; the training job's lock pins the same version (checked by tests/infra/test_training_lock.py).
+TORCH := 2.13.0
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help venv tools image-venv lock chromium lint typecheck test test-fast demo bench clean
+.PHONY: help venv tools image-venv train-venv lock chromium lint typecheck test test-fast demo bench clean
 
 help:
 	@echo "make demo   - set up and run the whole pipeline locally (embedded cloud), then serve predictions"
@@ -24,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
 	# torch first and exactly this version: the CPU wheel on this disk (a range would pull a CUDA build)
-	$(VENV)/bin/pip install $(PIP_QUIET) torch==2.13.0
+	$(VENV)/bin/pip install $(PIP_QUIET) torch==$(TORCH)
 	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[runtime,convert,train,cloud,local,dev]"
 	@touch $@
 
@@ -47,6 +50,15 @@ $(IMAGE_VENV)/.installed: packaging/inference/requirements.txt packaging/inferen
 		packaging/inference/slim.txt
 	@touch $@
 
+# The training container's stand-in: Python 3.11 (the image's), torch and the sagemaker-training toolkit.
+# The toolkit installs the bundle's lock into it, as it does in AWS's PyTorch training image.
+train-venv: $(TRAIN_VENV)/.installed
+$(TRAIN_VENV)/.installed: packaging/training/container.txt src/lambdaforge/training/requirements.txt
+	rm -rf $(TRAIN_VENV)
+	$(PY311) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install $(PIP_QUIET) torch==$(TORCH) -r packaging/training/container.txt
+	@touch $@
+
 # Re-pin the images' requirements with hashes (pip-tools in a throwaway venv: it collides with checkov).
 lock: venv
 	rm -rf .cache/lock-venv && $(PY312) -m venv .cache/lock-venv
@@ -56,6 +68,15 @@ lock: venv
 			--no-emit-find-links --output-file packaging/$$f/requirements.txt packaging/$$f/requirements.in && \
 		$(VENV)/bin/python -m lambdaforge.bundle lock packaging/$$f/requirements.txt packaging/$$f/slim.txt; \
 	done
+	# The training job: Python 3.11 like the image, every version as installed in .venv, torch from PyPI
+	# (no find-links: the CPU wheel on this disk is not what a GPU job installs).
+	rm -rf .cache/lock-venv311 && $(PY311) -m venv .cache/lock-venv311
+	.cache/lock-venv311/bin/pip install $(PIP_QUIET) pip-tools
+	$(VENV)/bin/pip freeze --exclude-editable | sed 's/^torch==.*/torch==$(TORCH)/' > .cache/tested.txt
+	PIP_FIND_LINKS= PIP_CONFIG_FILE=/dev/null .cache/lock-venv311/bin/pip-compile -q --generate-hashes \
+		--allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --no-header -c .cache/tested.txt \
+		--output-file .cache/training.txt packaging/training/requirements.in
+	cat packaging/training/lock-header.txt .cache/training.txt > src/lambdaforge/training/requirements.txt
 
 chromium:
 	@command -v chromium >/dev/null || { \
@@ -69,7 +90,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv tools image-venv chromium lint typecheck
+test: venv tools image-venv train-venv chromium lint typecheck
 	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q
 
 test-fast: venv

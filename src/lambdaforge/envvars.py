@@ -74,6 +74,8 @@ MOTO_PORT = "MOTO_PORT"
 HOME = "LAMBDAFORGE_HOME"
 FUNCTIONS_DIR = "LAMBDAFORGE_FUNCTIONS_DIR"
 PROJECT_ROOT = "LAMBDAFORGE_PROJECT_ROOT"
+# A Python with the sagemaker-training toolkit (`make train-venv`): local jobs run through it, as in AWS.
+TRAINING_CONTAINER = "LAMBDAFORGE_TRAINING_CONTAINER"
 
 # --- CLI against the real cloud
 STACK_NAME = "LAMBDAFORGE_STACK"

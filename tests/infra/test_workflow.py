@@ -19,7 +19,7 @@ HANDLER_MODELS = {"${QuantizeFunctionArn}": QuantizeRequest, "${PromoteFunctionA
 def substitute(asl: dict[str, Any]) -> str:
     text = json.dumps(asl)
     values = {"InstanceCount": "1", "VolumeSizeGB": "30", "MaxRuntimeSeconds": "3600", "MaxWaitSeconds": "7200",
-              "PollSeconds": "60", "CanarySeconds": "300", "UseSpot": "true"}
+              "PollSeconds": "60", "CanarySeconds": "300", "UseSpot": "true", "PollMarginSeconds": "3600"}
     return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), f"arn-or-name-{m.group(1)}"), text)
 
 

@@ -6,15 +6,21 @@ failure, announce it and release the lock, and leave live alone."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from lambdaforge.pipeline.training_job import metric_definitions, sagemaker_hyperparameters, upload_source_bundle
+from lambdaforge.training.lock import pins
 from tests.pipeline.conftest import Pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 
@@ -37,7 +43,8 @@ def as_workflow(pipeline: Pipeline, service: str) -> Any:
     return cloud.client_as(cloud.credentials(role, "states.amazonaws.com", "tests"), service)
 
 
-def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600, max_wait: int | None = None) -> str:
+def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600, max_wait: int | None = None,
+              instances: int = 1) -> str:
     """A job as the workflow starts one; with `max_wait`, a managed-spot job."""
     cloud, s3 = pipeline.cloud, pipeline.cloud.client("s3")
     name = f"lf-digits-{uuid.uuid4().hex[:16]}"
@@ -54,7 +61,7 @@ def start_job(pipeline: Pipeline, *, epochs: int, max_runtime: int = 3600, max_w
         InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"s3://{pipeline.bucket}/{prefix}"}}}],
         OutputDataConfig={"S3OutputPath": f"s3://{artifacts}/training/"},
-        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        ResourceConfig={"InstanceType": "ml.g4dn.xlarge", "InstanceCount": instances, "VolumeSizeInGB": 30},
         StoppingCondition={"MaxRuntimeInSeconds": max_runtime,
                            **({"MaxWaitTimeInSeconds": max_wait} if max_wait else {})},
         EnableManagedSpotTraining=max_wait is not None,
@@ -67,9 +74,31 @@ def describe(pipeline: Pipeline, name: str) -> dict[str, Any]:
     return out
 
 
-def ended(pipeline: Pipeline, name: str) -> dict[str, Any]:
+def ended(pipeline: Pipeline, name: str, timeout: float = 300) -> dict[str, Any]:
     return dict(wait_for(lambda: (d := describe(pipeline, name))["TrainingJobStatus"] in TERMINAL and d,
-                         what=f"{name} to end"))
+                         timeout=timeout, what=f"{name} to end"))
+
+
+def host_logs(pipeline: Pipeline, name: str) -> dict[str, str]:
+    """The job's CloudWatch log, per host stream (SageMaker names them <job>/algo-N-<epoch>)."""
+    logs, group = pipeline.cloud.client("logs"), "/aws/sagemaker/TrainingJobs"
+    out: dict[str, str] = {}
+    for stream in logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/")["logStreams"]:
+        host = stream["logStreamName"].split("/", 1)[1].rsplit("-", 1)[0]
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
+        out[host] = "\n".join(e["message"] for e in events)
+    return out
+
+
+def model_dir_of(pipeline: Pipeline, name: str, tmp: Path) -> Any:
+    from lambdaforge.artifact import safe_extract
+    from lambdaforge.artifact.modeldir import open_model_dir
+
+    uri = describe(pipeline, name)["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, key = uri.removeprefix("s3://").split("/", 1)
+    pipeline.cloud.client("s3").download_file(bucket, key, str(tmp / "model.tar.gz"))
+    safe_extract(tmp / "model.tar.gz", tmp / "model")
+    return open_model_dir(tmp / "model")
 
 
 def test_stop_training_job_goes_stopping_then_stopped_without_a_failure_reason(pipeline: Pipeline) -> None:
@@ -162,7 +191,7 @@ def test_a_spot_interruption_restarts_the_job_from_its_checkpoints_in_s3(pipelin
     name = start_job(pipeline, epochs=30, max_wait=3600)
     trainer, logs = pipeline.cloud.trainer, pipeline.cloud.logs
     assert trainer is not None and logs is not None
-    pointer = pipeline.cloud.state_dir / "sagemaker" / name / "opt" / "ml" / "checkpoints" / "latest.json"
+    pointer = pipeline.cloud.state_dir / "sagemaker" / name / "algo-1" / "opt" / "ml" / "checkpoints" / "latest.json"
     wait_for(pointer.is_file, what="a complete checkpoint")
     trainer.interrupt(name)
     job = ended(pipeline, name)
@@ -186,3 +215,82 @@ def test_max_wait_stops_a_spot_job_that_waits_too_long_for_capacity(pipeline: Pi
         trainer.spot_restart_seconds = 3.0
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "MaxWaitTimeExceeded")
     assert "FailureReason" not in job
+
+
+def test_two_instances_train_one_ddp_job_and_only_the_leader_writes_the_model(pipeline: Pipeline,
+                                                                              tmp_path: Path) -> None:
+    name = start_job(pipeline, epochs=2, instances=2)
+    job = ended(pipeline, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    hosts = pipeline.cloud.state_dir / "sagemaker" / name
+    for host in ("algo-1", "algo-2"):
+        config = json.loads((hosts / host / "opt/ml/input/config/resourceconfig.json").read_text())
+        assert config["current_host"] == host and config["hosts"] == ["algo-1", "algo-2"]
+    leader_model = hosts / "algo-1" / "opt/ml/model"
+    assert (leader_model / "manifest.json").is_file()
+    assert not any((hosts / "algo-2" / "opt/ml/model").iterdir())  # the second host wrote nothing
+    assert not any((hosts / "algo-2" / "opt/ml/checkpoints").iterdir())
+    logs = host_logs(pipeline, name)
+    assert set(logs) == {"algo-1", "algo-2"}
+    assert "--nnodes=2 --node_rank=1" in logs["algo-2"] and "--nnodes=2 --node_rank=0" in logs["algo-1"]
+    model = model_dir_of(pipeline, name, tmp_path)
+    assert model.manifest.training.world_size == 2  # one job over both hosts, not two jobs
+
+
+def test_the_bundle_trains_under_the_sagemaker_training_toolkit(pipeline: Pipeline, tmp_path: Path) -> None:
+    """What AWS's PyTorch training image runs: the toolkit's `train` reads sagemaker_program and
+    sagemaker_submit_directory, fetches the bundle from S3, pip-installs its hash-locked requirements.txt
+    into the container's Python and runs train.py under SAGEMAKER_BASE_DIR."""
+    container = ROOT / ".venv-train" / "bin" / "python"
+    if not container.exists():
+        pytest.fail(f"{container} is missing: `make train-venv` builds the training container's stand-in")
+    trainer = pipeline.cloud.trainer
+    assert trainer is not None
+    trainer.container = container
+    try:
+        name = start_job(pipeline, epochs=2)
+        job = ended(pipeline, name, timeout=1200)  # the first run installs the lock (torch's CUDA libraries too)
+    finally:
+        trainer.container = None
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    log = host_logs(pipeline, name)["algo-1"]
+    assert "Installing dependencies from requirements.txt" in log
+    assert f"{container} -- train.py --checkpoint_every 5 --epochs 2 --recipe digits" in log, log[-3000:]
+    assert "Reporting training SUCCESS" in log
+    installed = subprocess.run([str(container), "-c", "import onnxruntime, sklearn, torch; "
+                                "print(onnxruntime.__version__, sklearn.__version__, torch.__version__)"],
+                               capture_output=True, text=True, check=True).stdout.split()
+    locked = pins()
+    assert installed[:2] == [locked["onnxruntime"], locked["scikit-learn"]]
+    assert installed[2].split("+")[0] == locked["torch"]
+    model = model_dir_of(pipeline, name, tmp_path)
+    assert model.manifest.metrics["accuracy"] > 0.5
+
+
+def test_a_job_that_never_ends_is_stopped_when_the_poll_loop_reaches_its_limit(live: Pipeline) -> None:
+    """The Wait/Describe loop is bounded (MaxWait + MaxRuntime + a margin): a job that SageMaker keeps
+    InProgress beyond that fails the run, which stops the job, records, announces and releases. The
+    limit is lowered here to 6 s of polling (on demand, so the job itself runs on)."""
+    pipeline = live
+    sfn, arn = pipeline.cloud.client("stepfunctions"), pipeline.cloud.outputs["StateMachineArn"]
+    deployed = sfn.describe_state_machine(stateMachineArn=arn)["definition"]
+    definition = json.loads(deployed)
+    prepare = definition["States"]["Prepare"]["Parameters"]
+    assert "States.MathAdd" in prepare.pop("poll_limit.$")
+    prepare.update({"poll_limit": 6, "use_spot": "false"})
+    live_before, alias_before = pipeline.catalog().state("digits").live, pipeline.alias_version()
+    pipeline.notifications()
+    sfn.update_state_machine(stateMachineArn=arn, definition=json.dumps(definition))
+    try:
+        pipeline.upload_folder(f"endless-{uuid.uuid4().hex[:8]}", epochs=500)
+        run = pipeline.next_run()
+    finally:
+        sfn.update_state_machine(stateMachineArn=arn, definition=deployed)
+    assert run.status == "FAILED" and "PollLimitExceeded" in run.states, run
+    failure = str(pipeline.runs().state("digits").last_failure)
+    assert "after 6 s of polling" in failure, failure
+    job = failure.split("training job ", 1)[1].split(maxsplit=1)[0]
+    assert ended(pipeline, job)["TrainingJobStatus"] == "Stopped"  # the failure path stopped it
+    assert pipeline.runs().state("digits").running is None
+    assert any("after 6 s of polling" in m for m in pipeline.notifications())
+    assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)

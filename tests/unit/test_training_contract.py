@@ -90,3 +90,17 @@ def test_metric_definitions_match_the_printed_lines() -> None:
     for definition in METRIC_DEFINITIONS:  # SageMaker limits: name <= 255, regex <= 500 characters
         assert len(definition["Name"]) <= 255 and len(definition["Regex"]) <= 500
         re.compile(definition["Regex"])
+
+
+def test_the_leader_host_is_the_rendezvous_unless_master_addr_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lambdaforge.training import distributed
+
+    env = TrainingEnv.from_environ({"SM_HOSTS": json.dumps(["algo-1", "algo-2"]), "SM_CURRENT_HOST": "algo-2",
+                                    "SM_NUM_GPUS": "0"})
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    assert distributed.master_addr(env) == "algo-1"  # what a SageMaker cluster resolves
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # the local executor: every host is this machine
+    assert distributed.master_addr(env) == "127.0.0.1"
+    single = TrainingEnv.from_environ({"SM_HOSTS": json.dumps(["algo-1"]), "SM_NUM_GPUS": "0"})
+    monkeypatch.delenv("MASTER_ADDR")
+    assert distributed.master_addr(single) == "127.0.0.1"

@@ -12,6 +12,8 @@ from typing import Any
 
 from lambdaforge.cloud.errors import PreflightError
 
+# The newest AWS PyTorch training image for Python 3.11, the tests' Python. It provides Python, CUDA and the
+# sagemaker-training toolkit; the job's lock replaces its torch with the tested one (tests/infra/test_training_lock.py).
 TRAINING_FRAMEWORK_VERSION = "2.5"
 TRAINING_PY_VERSION = "py311"
 

@@ -127,8 +127,10 @@ class LocalCloud:
     def __init__(self, *, root: Path | None = None, state_dir: Path | None = None,
                  parameters: dict[str, str] | None = None, stack_name: str = "lambdaforge-local",
                  region: str = "us-east-1", echo: Callable[[str], None] | None = None,
-                 enforce_iam: bool = True) -> None:
+                 enforce_iam: bool = True, training_container: Path | None = None) -> None:
         self.root = project_root(root)
+        container = training_container or os.environ.get(envvars.TRAINING_CONTAINER) or None
+        self.training_container = Path(container) if container else None
         self.state_dir = state_folder(state_dir, self.root)
         self.parameters = {**LOCAL_PARAMETERS, **(parameters or {})}
         self.stack_name = stack_name
@@ -187,7 +189,8 @@ class LocalCloud:
         self.trainer = SageMakerExecutor(
             s3=lambda env: self.client_as(env, "s3"), logs=self.client("logs"),
             state_dir=self.state_dir, region=self.region, account=ACCOUNT, sink=self._job_log,
-            credentials=lambda role, session: self.credentials(role, "sagemaker.amazonaws.com", session))
+            credentials=lambda role, session: self.credentials(role, "sagemaker.amazonaws.com", session),
+            endpoint=self.endpoint, container=self.training_container)
         self._install_patches()
         try:
             self._create_stack()

@@ -12,9 +12,13 @@ job's own MetricDefinitions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lambdaforge import envvars
 from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
 from lambdaforge.errors import NoObjectsError
@@ -36,14 +41,30 @@ LineSink = Callable[[str, str], None]  # (job name, line)
 RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session name) -> AWS_* variables
 
 
+HOSTS_SHIM = Path(__file__).resolve().parent / "container"  # its sitecustomize maps algo-N to loopback
+
+
+def _signal_group(proc: subprocess.Popen[str], signum: int) -> None:
+    """The container's processes are one group (torchrun and its workers, the toolkit and the script)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
 def _kill_if_running(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
-        proc.kill()
+        _signal_group(proc, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class SageMakerExecutor:
     def __init__(self, *, s3: Callable[[dict[str, str]], Any], logs: Any, state_dir: Path, region: str,
-                 account: str, sink: LineSink, credentials: RoleCredentials) -> None:
+                 account: str, sink: LineSink, credentials: RoleCredentials, endpoint: str = "",
+                 container: Path | None = None) -> None:
         self.s3_for = s3  # an S3 client for a set of credentials: the job's data moves as its role
         self.credentials = credentials
         self.logs = logs
@@ -51,7 +72,11 @@ class SageMakerExecutor:
         self.region = region
         self.account = account
         self.sink = sink
-        self._procs: dict[str, subprocess.Popen[str]] = {}
+        self.endpoint = endpoint  # the local cloud's URL, for a container that reaches S3 itself
+        # a Python with the sagemaker-training toolkit (.venv-train): jobs run as AWS's training images run them
+        self.container = container
+        self._procs: dict[str, list[subprocess.Popen[str]]] = {}  # job -> one process per host
+        self._ports: dict[str, int] = {}
         self._stopping: dict[str, str] = {}  # job -> the secondary status it ends with once stopped
         self._interrupted: set[str] = set()  # jobs whose instance was just reclaimed (spot)
         self._billable: dict[str, float] = {}  # job -> seconds on instances so far
@@ -101,27 +126,36 @@ class SageMakerExecutor:
         self._signal(name)
 
     def _signal(self, name: str) -> None:
-        proc = self._procs.get(name)
-        if proc and proc.poll() is None:
-            proc.terminate()
-            killer = threading.Timer(STOP_GRACE_SECONDS, _kill_if_running, args=(proc,))
-            killer.daemon = True
-            killer.start()
+        """SIGTERM to every process on every host of the job; SIGKILL to what is left after the grace period."""
+        for proc in self._procs.get(name, []):
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+                killer = threading.Timer(STOP_GRACE_SECONDS, _kill_if_running, args=(proc,))
+                killer.daemon = True
+                killer.start()
 
     # --- the job
     def _run(self, job: Any) -> None:
         name = job.training_job_name
         root = self.state_dir / "sagemaker" / name
-        stream = f"{name}/algo-1-{int(time.time())}"
+        count = int((job.resource_config or {}).get("InstanceCount", 1))
+        hosts = tuple(f"algo-{i}" for i in range(1, count + 1))
         log_group = "/aws/sagemaker/TrainingJobs"
-        self._ensure_log_stream(log_group, stream)
-        buffered: list[str] = []
+        started = int(time.time())
         metrics: dict[str, float] = self.live_metrics.setdefault(name, {})
-        on_line = self._line_handler(job, metrics, buffered, lambda: self._flush_logs(log_group, stream, buffered))
+        streams: dict[str, tuple[str, list[str]]] = {}
+        handlers: dict[str, Callable[[str], None]] = {}
+        for host in hosts:  # one log stream per host, as SageMaker writes them
+            stream, buffered = f"{name}/{host}-{started}", list[str]()
+            self._ensure_log_stream(log_group, stream)
+            streams[host] = (stream, buffered)
+            handlers[host] = self._line_handler(job, metrics, buffered,
+                                                functools.partial(self._flush_logs, log_group, stream, buffered))
+        leader = handlers[hosts[0]]
         try:
             role = self.credentials(job.role_arn, f"SageMaker-{name}"[:64])
             s3 = self.s3_for(role)
-            code, reason, tree = self._attempts(job, s3, root, on_line, role)
+            code, reason, tree = self._attempts(job, s3, root, hosts, handlers, role)
             job.final_metric_data_list = [{"MetricName": k, "Value": v, "Timestamp": datetime.now(UTC)}
                                           for k, v in sorted(metrics.items())]
             if name in self._stopping:
@@ -131,40 +165,47 @@ class SageMakerExecutor:
                 self._finish(job, "Failed", reason or f"AlgorithmError: the training process exited with code {code}")
                 return
             job.secondary_status = "Uploading"
+            # the model is what the leader host left in /opt/ml/model (the harness writes it on rank 0 only)
             tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
             upload_file(s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
             self._finish(job, "Completed", None)
         except Exception as exc:
-            on_line(f"[local sagemaker] {type(exc).__name__}: {exc}")
+            leader(f"[local sagemaker] {type(exc).__name__}: {exc}")
             self._finish(job, "Failed", f"ClientError: {exc}")
         finally:
-            self._flush_logs(log_group, stream, buffered)
+            for stream, buffered in streams.values():
+                self._flush_logs(log_group, stream, buffered)
 
-    def _attempts(self, job: Any, s3: Any, root: Path, on_line: Callable[[str], None],
-                  role: dict[str, str]) -> tuple[int, str | None, JobTree]:
-        """Train; after a spot interruption, wait for capacity and train again on a fresh instance that
-        has only what the checkpoint folder in S3 gives back. Billable time is the time on instances."""
+    def _attempts(self, job: Any, s3: Any, root: Path, hosts: tuple[str, ...],
+                  handlers: dict[str, Callable[[str], None]], role: dict[str, str]) -> tuple[int, str | None, JobTree]:
+        """Train; after a spot interruption, wait for capacity and train again on fresh instances that
+        have only what the checkpoint folder in S3 gives back. Billable time is the time on instances.
+        Returns the outcome and the leader's tree."""
         name = job.training_job_name
         checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
         max_runtime = float((job.stopping_condition or {}).get("MaxRuntimeInSeconds", 86400))
+        leader = handlers[hosts[0]]
         billable = 0.0
         while True:
             shutil.rmtree(root, ignore_errors=True)
-            tree = JobTree(root / "opt" / "ml")
-            channels, code_dir, program = self._prepare(job, s3, root, tree, on_line)
+            trees = {host: JobTree(root / host / "opt" / "ml", hosts=hosts, current_host=host) for host in hosts}
+            channels: dict[str, dict[str, Path]] = {}
+            for host, tree in trees.items():
+                channels[host] = self._prepare(job, s3, root / host, tree, handlers[host])
             began = time.monotonic()
-            with self._syncing(s3, tree.checkpoint_dir, checkpoint_uri):
-                code, reason = self._train(job, tree, channels, code_dir, program, on_line, role,
-                                           max_runtime - billable)
+            with contextlib.ExitStack() as syncs:
+                for tree in trees.values():  # every host syncs its own checkpoint folder
+                    syncs.enter_context(self._syncing(s3, tree.checkpoint_dir, checkpoint_uri))
+                code, reason = self._train(job, trees, channels, handlers, role, max_runtime - billable)
             billable += time.monotonic() - began
             self._billable[name] = billable
             if name not in self._interrupted:
-                return code, reason, tree
+                return code, reason, trees[hosts[0]]
             self._interrupted.discard(name)
             job.secondary_status = "Interrupted"
-            on_line(f"[local sagemaker] spot capacity reclaimed; restarting in {self.spot_restart_seconds:g} s")
+            leader(f"[local sagemaker] spot capacity reclaimed; restarting in {self.spot_restart_seconds:g} s")
             if self._stopped_while_waiting(name):
-                return code, reason, tree
+                return code, reason, trees[hosts[0]]
             job.secondary_status = "Starting"
 
     def _stopped_while_waiting(self, name: str) -> bool:
@@ -176,14 +217,14 @@ class SageMakerExecutor:
         return name in self._stopping
 
     def interrupt(self, name: str) -> None:
-        """Inject a spot interruption: the instance is reclaimed (the process killed, no warning)."""
+        """Inject a spot interruption: the instances are reclaimed (every process killed, no warning)."""
         job = self.backend().training_jobs.get(name)
         if job is None or job.training_job_status != "InProgress" or not job.enable_managed_spot_training:
             raise LocalCloudError(f"{name}: only a running managed-spot job can be interrupted")
         self._interrupted.add(name)
-        proc = self._procs.get(name)
-        if proc and proc.poll() is None:
-            proc.kill()
+        for proc in self._procs.get(name, []):
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGKILL)
 
     def _line_handler(self, job: Any, metrics: dict[str, float], buffered: list[str],
                       flush: Callable[[], None]) -> Callable[[str], None]:
@@ -206,18 +247,16 @@ class SageMakerExecutor:
         return on_line
 
     def _prepare(self, job: Any, s3: Any, root: Path, tree: JobTree,
-                 on_line: Callable[[str], None]) -> tuple[dict[str, Path], Path, str]:
-        """The /opt/ml tree as SageMaker lays it out: channels, hyperparameters, checkpoints, the source bundle."""
+                 on_line: Callable[[str], None]) -> dict[str, Path]:
+        """One host's /opt/ml tree as SageMaker lays it out: channels (fully replicated), hyperparameters,
+        resource config, checkpoints restored. The source bundle is the container's to fetch (`_command`)."""
         job.secondary_status = "Downloading"
         channels: dict[str, Path] = {}
         for channel in job.input_data_config:
             local = root / "channels" / channel["ChannelName"]
             download_prefix(s3, channel["DataSource"]["S3DataSource"]["S3Uri"], local)
             channels[channel["ChannelName"]] = local
-        hps = dict(job.hyper_parameters or {})
-        program = json.loads(hps.get("sagemaker_program", '"train.py"'))
-        source_uri = json.loads(hps["sagemaker_submit_directory"])
-        tree.prepare(channels, hps, encoded=True)
+        tree.prepare(channels, dict(job.hyper_parameters or {}), encoded=True)
         checkpoint_uri = (job.checkpoint_config or {}).get("S3Uri")
         if checkpoint_uri:
             try:
@@ -225,42 +264,93 @@ class SageMakerExecutor:
                 on_line(f"[local sagemaker] restored checkpoints from {checkpoint_uri}")
             except NoObjectsError:
                 pass
-        code_dir = root / "code"
-        bundle = root / "sourcedir.tar.gz"
+        return channels
+
+    def _command(self, job: Any, s3: Any, tree: JobTree,
+                 role: dict[str, str]) -> tuple[list[str], Path, dict[str, str]]:
+        """What the container runs. With a container stand-in: AWS's `sagemaker-training` toolkit, which
+        fetches sagemaker_submit_directory from S3, pip-installs its requirements.txt and runs the program.
+        Without: the same bundle's program, fetched here, in this interpreter."""
+        hps = dict(job.hyper_parameters or {})
+        program = str(json.loads(hps.get("sagemaker_program", '"train.py"')))
+        source_uri = json.loads(hps["sagemaker_submit_directory"])
+        name = job.training_job_name
+        code_dir = tree.root / "code"
+        env = {**role, "SM_TRAINING_ENV": json.dumps({"job_name": name}), "AWS_REGION": self.region,
+               "AWS_DEFAULT_REGION": self.region}
+        if len(tree.hosts) > 1:
+            # every host is this machine: torchrun's rendezvous (C++, no sitecustomize) meets on loopback
+            env[envvars.MASTER_ADDR] = "127.0.0.1"
+            env[envvars.MASTER_PORT] = str(self._port_for(name))
+        if self.container is not None:
+            env.update({"SAGEMAKER_BASE_DIR": str(tree.root), "S3_ENDPOINT_URL": self.endpoint,
+                        # SageMaker's host names resolve on every host (the toolkit waits until they do)
+                        "PYTHONPATH": str(HOSTS_SHIM), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+            return [str(self.container), "-m", "sagemaker_training.cli.train"], tree.root, env
+        bundle = tree.root.parent.parent / "sourcedir.tar.gz"
         download_file(s3, source_uri, bundle)
         safe_extract(bundle, code_dir)
-        return channels, code_dir, str(program)
+        # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
+        return [sys.executable, program], code_dir, {**env, "PYTHONPATH": str(code_dir)}
 
-    def _train(self, job: Any, tree: JobTree, channels: dict[str, Path], code_dir: Path, program: str,
-               on_line: Callable[[str], None], role: dict[str, str], runtime_left: float) -> tuple[int, str | None]:
-        """The entry point under the SageMaker contract, stopped at the job's MaxRuntimeInSeconds."""
+    def _port_for(self, name: str) -> int:
+        if name not in self._ports:
+            self._ports[name] = _free_port()
+        return self._ports[name]
+
+    def _train(self, job: Any, trees: dict[str, JobTree], channels: dict[str, dict[str, Path]],
+               handlers: dict[str, Callable[[str], None]], role: dict[str, str],
+               runtime_left: float) -> tuple[int, str | None]:
+        """The container on every host at once, stopped at the job's MaxRuntimeInSeconds. A host that fails
+        fails the job; the reason is the leader's if it wrote one, else the first failing host's."""
         name = job.training_job_name
         if name in self._stopping:  # stopped while its data was downloading
             return 143, None
+        s3 = self.s3_for(role)
+        commands = {host: self._command(job, s3, tree, role) for host, tree in trees.items()}
         job.secondary_status = "Training"
+        self._procs[name] = []
+        results: dict[str, tuple[int, str | None]] = {}
+
+        def host_main(host: str) -> None:
+            command, cwd, env = commands[host]
+            results[host] = run_entry_point(
+                trees[host], channels[host], name, on_line=handlers[host], command=command, cwd=cwd,
+                extra_env=env, new_session=True, process_started=self._procs[name].append)
+
         timer = threading.Timer(max(0.0, runtime_left), lambda: self._stop_quietly(name, "MaxRuntimeExceeded"))
         timer.start()
         try:
-            return run_entry_point(
-                tree, channels, name, on_line=on_line, command=[sys.executable, program], cwd=code_dir,
-                # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
-                # the container holds the job role's credentials, as SageMaker's does
-                extra_env={"PYTHONPATH": str(code_dir), "SM_TRAINING_ENV": json.dumps({"job_name": name}), **role},
-                process_started=lambda p: self._procs.__setitem__(name, p))
+            threads = [threading.Thread(target=host_main, args=(host,), name=f"{name}-{host}", daemon=True)
+                       for host in trees]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
         finally:
             timer.cancel()
+        hosts = list(trees)
+        failed = [h for h in hosts if results.get(h, (1, None))[0] != 0]
+        if not failed:
+            return 0, None
+        first = next((h for h in hosts if h in failed and results.get(h, (1, None))[1]), failed[0])
+        code, reason = results.get(first, (1, f"the container on {first} did not start"))
+        if reason and len(hosts) > 1:
+            reason = f"{first}: {reason}"
+        return code, reason
 
     @contextlib.contextmanager
     def _syncing(self, s3: Any, folder: Path, uri: str | None) -> Iterator[None]:
         """While the job trains, its checkpoint folder is synced to S3 every few seconds, as SageMaker does,
         and once more when the block ends (that last sync's errors are the job's)."""
         done = threading.Event()
+        synced = _files(folder)  # what S3 already has (restored at start): deleting one of them deletes it there
 
         def loop() -> None:
             while not done.wait(self.checkpoint_sync_seconds):
                 if folder.is_dir():
                     with contextlib.suppress(Exception):  # a file written mid-sync: the next round has it
-                        self._sync_checkpoints(s3, folder, str(uri))
+                        self._sync_checkpoints(s3, folder, str(uri), synced)
 
         thread = threading.Thread(target=loop, daemon=True) if uri else None
         if thread:
@@ -272,19 +362,20 @@ class SageMakerExecutor:
             if thread:
                 thread.join(timeout=30)
             if uri and folder.is_dir():
-                self._sync_checkpoints(s3, folder, uri)
+                self._sync_checkpoints(s3, folder, uri, synced)
 
     @staticmethod
-    def _sync_checkpoints(s3: Any, folder: Path, uri: str) -> None:
-        """As SageMaker syncs /opt/ml/checkpoints: new files uploaded, files the job deleted deleted."""
+    def _sync_checkpoints(s3: Any, folder: Path, uri: str, synced: set[str]) -> None:
+        """As SageMaker syncs /opt/ml/checkpoints: new files uploaded, and a file this host deleted deleted in
+        S3 too. Files other hosts put there are theirs: a host that writes none leaves them alone."""
         bucket, prefix = split_s3_uri(uri)
         prefix = prefix if prefix.endswith("/") else prefix + "/"
+        present = _files(folder)
         upload_folder(s3, folder, bucket, prefix)
-        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                if obj["Key"][len(prefix):] not in present:
-                    s3.delete_object(Bucket=bucket, Key=obj["Key"])
+        for gone in sorted(synced - present):
+            s3.delete_object(Bucket=bucket, Key=prefix + gone)
+        synced.clear()
+        synced.update(present)
 
     def _stop_quietly(self, name: str, secondary: str) -> None:
         with contextlib.suppress(Exception):  # the job ended in the meantime
@@ -319,7 +410,12 @@ class SageMakerExecutor:
             self.sink(stream, f"[local sagemaker] could not store {len(events)} log lines: {exc}")
 
     def join(self, timeout: float = 10.0) -> None:
+        """Stop every job's processes and wait for the job threads (the local cloud is closing)."""
         for name in list(self._procs):
             self._signal(name)
         for thread in self._threads:
             thread.join(timeout=timeout)
+
+
+def _files(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()

@@ -50,6 +50,14 @@ def needs_launch(env: TrainingEnv, hp: Hyperparameters) -> bool:
     return total > 1 and envvars.RANK not in os.environ
 
 
+def master_addr(env: TrainingEnv) -> str:
+    """The leader host (SageMaker's algo-1), unless MASTER_ADDR says otherwise (the local executor runs every
+    host on this machine and gives loopback: torchrun's C++ rendezvous cannot resolve algo-N here)."""
+    if os.environ.get(envvars.MASTER_ADDR):
+        return os.environ[envvars.MASTER_ADDR]
+    return env.hosts[0] if len(env.hosts) > 1 else "127.0.0.1"
+
+
 def launch(env: TrainingEnv, hp: Hyperparameters) -> int:
     """Re-run this entry point under torchrun and return its exit code."""
     node_rank = env.hosts.index(env.current_host) if env.current_host in env.hosts else 0
@@ -57,7 +65,7 @@ def launch(env: TrainingEnv, hp: Hyperparameters) -> int:
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={len(env.hosts)}", f"--node_rank={node_rank}",
         f"--nproc_per_node={processes_per_node(env, hp)}",
-        f"--master_addr={env.hosts[0] if len(env.hosts) > 1 else '127.0.0.1'}",
+        f"--master_addr={master_addr(env)}",
         f"--master_port={os.environ.get(envvars.MASTER_PORT, MASTER_PORT)}",
         "-m", "lambdaforge.training",
     ]

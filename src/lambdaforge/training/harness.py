@@ -27,6 +27,7 @@ from lambdaforge.training import distributed
 from lambdaforge.training.checkpoint import load_latest, save_checkpoint
 from lambdaforge.training.contract import TrainingEnv
 from lambdaforge.training.errors import InterruptedTrainingError, TrainingError
+from lambdaforge.training.lock import check_torch
 from lambdaforge.training.metrics import metric_line
 from lambdaforge.training.output import RunInfo, write_model_dir
 
@@ -230,6 +231,7 @@ class _Run:
 def train(env: TrainingEnv, recipe: Recipe, hp: Hyperparameters) -> int:
     import torch
 
+    check_torch(torch.__version__)
     ctx = distributed.init()
     started = time.time()
     torch.manual_seed(hp.seed)

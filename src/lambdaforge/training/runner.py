@@ -23,9 +23,11 @@ LineSink = Callable[[str], None]
 
 @dataclass(frozen=True)
 class JobTree:
-    """The /opt/ml layout of a SageMaker training container, rooted anywhere."""
+    """The /opt/ml layout of a SageMaker training container, rooted anywhere; one per host of a job."""
 
     root: Path
+    hosts: tuple[str, ...] = ("algo-1",)
+    current_host: str = "algo-1"
 
     @property
     def model_dir(self) -> Path:
@@ -65,7 +67,8 @@ class JobTree:
         strings = {k: (str(v) if encoded else json.dumps(v)) for k, v in hyperparameters.items()}
         (config / "hyperparameters.json").write_text(json.dumps(strings, indent=2))
         (config / "inputdataconfig.json").write_text(json.dumps({n: {"TrainingInputMode": "File"} for n in channels}))
-        (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+        (config / "resourceconfig.json").write_text(json.dumps(
+            {"current_host": self.current_host, "hosts": list(self.hosts), "network_interface_name": "eth0"}))
 
     def environment(self, job_name: str, channels: Mapping[str, Path]) -> dict[str, str]:
         env = {
@@ -73,8 +76,8 @@ class JobTree:
             envvars.SM_MODEL_DIR: str(self.model_dir),
             envvars.SM_OUTPUT_DATA_DIR: str(self.root / "output" / "data"),
             envvars.SM_INPUT_CONFIG_DIR: str(self.root / "input" / "config"),
-            envvars.SM_HOSTS: json.dumps(["algo-1"]),
-            envvars.SM_CURRENT_HOST: "algo-1",
+            envvars.SM_HOSTS: json.dumps(list(self.hosts)),
+            envvars.SM_CURRENT_HOST: self.current_host,
             envvars.SM_CHANNELS: json.dumps(sorted(channels)),
             envvars.SM_TRAINING_JOB_NAME: job_name,
             envvars.CHECKPOINT_DIR: str(self.checkpoint_dir),
@@ -88,7 +91,8 @@ class JobTree:
 def run_entry_point(tree: JobTree, channels: Mapping[str, Path], job_name: str, *,
                     on_line: LineSink | None = None, command: list[str] | None = None,
                     extra_env: Mapping[str, str] | None = None, cwd: Path | None = None,
-                    process_started: Callable[[subprocess.Popen[str]], None] | None = None) -> tuple[int, str | None]:
+                    process_started: Callable[[subprocess.Popen[str]], None] | None = None,
+                    new_session: bool = False) -> tuple[int, str | None]:
     """Run training; return (exit code, failure reason written by the harness, if any)."""
     env = dict(os.environ)
     for key in list(env):
@@ -97,8 +101,9 @@ def run_entry_point(tree: JobTree, channels: Mapping[str, Path], job_name: str, 
     env.update(tree.environment(job_name, channels))
     env.update(extra_env or {})
     cmd = command or [sys.executable, "-m", "lambdaforge.training"]
+    # its own process group: a stop reaches every process of the job (torchrun's workers, the toolkit's script)
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            bufsize=1)
+                            bufsize=1, start_new_session=new_session)
     if process_started:
         process_started(proc)
     assert proc.stdout is not None
