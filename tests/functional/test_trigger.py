@@ -235,3 +235,27 @@ def test_a_run_on_newer_data_drops_older_waiting_data(stack: Stack) -> None:
     fresh = call(stack, _event_at(stack, "data/digits/new.csv", "2030-01-01T00:00:10Z"))
     assert fresh["status"] == "started"
     assert Runs(stack.registry_table).state("digits").pending is None
+
+
+def test_older_data_delivered_while_newer_data_trains_never_waits_for_a_run(stack: Stack) -> None:
+    """It would train after the newer run and replace its model with one trained on older data."""
+    newer = call(stack, _event_at(stack, "data/digits/new.csv", "2030-01-01T00:00:10Z"))
+    older = call(stack, _event_at(stack, "data/digits/old.csv", "2030-01-01T00:00:05Z"))  # delivered late
+    assert newer["status"] == "started" and older["status"] == "superseded", older
+    runs = Runs(stack.registry_table)
+    assert runs.state("digits").pending is None
+    logged = {r["sk"]: r for r in runs.log("digits")}[f"run#{older['execution']}"]
+    assert logged["status"] == "SUPERSEDED" and "newer data" in logged["cause"]
+    released = _release(stack, newer["execution"])
+    assert released["status"] == "released", released  # nothing waits: the older data never trains
+
+
+def test_older_data_delivered_after_the_newer_run_ended_starts_nothing(stack: Stack) -> None:
+    newer = call(stack, _event_at(stack, "data/digits/new.csv", "2030-01-01T00:00:10Z"))
+    _release(stack, newer["execution"])
+    older = call(stack, _event_at(stack, "data/digits/old.csv", "2030-01-01T00:00:05Z"))
+    assert older["status"] == "superseded" and "uploaded 2030-01-01T00:00:10" in older["detail"], older
+    executions = stack.client("stepfunctions").list_executions(stateMachineArn=stack.state_machine_arn)
+    assert len(executions["executions"]) == 1
+    same_second = call(stack, _event_at(stack, "data/digits/also.csv", "2030-01-01T00:00:10Z"))
+    assert same_second["status"] == "started"  # one-second resolution: the same second is not older

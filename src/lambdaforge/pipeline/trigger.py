@@ -86,15 +86,9 @@ class Trigger:
     def start_or_queue(self, spec: DatasetSpec) -> TriggerOutcome:
         name = spec.run_name
         arn = self.settings.state_machine_arn.replace(":stateMachine:", ":execution:") + f":{name}"
-        lock = self.runs.acquire(spec.recipe, name, arn)
+        lock = self.runs.acquire(spec.recipe, name, arn, spec.upload.uploaded_at)
         if lock is None:
-            state = self.runs.state(spec.recipe)
-            if state.running and state.running != name and self._lock_is_stale(state):
-                self.runs.force_release(spec.recipe, state.running)  # aborted, timed out, or never started
-                return self.start_or_queue(spec)
-            if state.running == name:
-                return TriggerOutcome("duplicate", f"{name} is already running", name)
-            return self._queue(spec, state.running)
+            return self._not_acquired(spec)
         try:
             started = self._start(spec)
         except Exception:
@@ -107,14 +101,36 @@ class Trigger:
         self.runs.record(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
         return TriggerOutcome("started", f"started {name} for {spec.s3_uri}", name)
 
+    def _not_acquired(self, spec: DatasetSpec) -> TriggerOutcome:
+        """Another run holds the lock (its data waits, unless that lock is dead), or newer data has started."""
+        name, state = spec.run_name, self.runs.state(spec.recipe)
+        if state.running and state.running != name and self._lock_is_stale(state):
+            self.runs.force_release(spec.recipe, state.running)  # aborted, timed out, or never started
+            return self.start_or_queue(spec)
+        if state.running == name:
+            return TriggerOutcome("duplicate", f"{name} is already running", name)
+        if state.running:
+            return self._queue(spec, state.running)
+        if state.is_older(spec.upload.uploaded_at):
+            return self._supersede(spec, None, f"a run has already started on newer data for {spec.recipe} "
+                                               f"(uploaded {state.newest_started})")
+        return self.start_or_queue(spec)  # the lock was released in the meantime
+
     def _queue(self, spec: DatasetSpec, behind: str | None) -> TriggerOutcome:
         name = spec.run_name
         if not self.runs.set_pending(spec.recipe, spec.to_json()):
-            self.runs.record(spec.recipe, name, "SUPERSEDED", dataset=spec.s3_uri, behind=behind)
-            return TriggerOutcome("superseded", f"{name}: newer data for {spec.recipe} is already waiting", name)
+            return self._supersede(spec, behind, f"newer data for {spec.recipe} is already waiting or training")
         self.runs.record(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=behind)
         return TriggerOutcome("queued", f"{spec.recipe} is busy with {behind}; {name} waits "
                                         "(newer data replaces older waiting data)", name)
+
+    def _supersede(self, spec: DatasetSpec, behind: str | None, why: str) -> TriggerOutcome:
+        """Older data than what is waiting or training: never trained, so it never replaces a newer model.
+        If it was the waiting dataset itself, it stops waiting."""
+        name = spec.run_name
+        self.runs.clear_pending(spec.recipe, spec.to_json())
+        self.runs.record(spec.recipe, name, "SUPERSEDED", dataset=spec.s3_uri, behind=behind, cause=why)
+        return TriggerOutcome("superseded", f"{name}: {why}", name)
 
     def _lock_is_stale(self, state: RunState) -> bool:
         """The lock's execution ended, or never started and the trigger that took the lock is long gone.

@@ -36,10 +36,11 @@ RUNNING = "running"
 RUNNING_ARN = "running_arn"
 RUNNING_SINCE = "running_since"
 PENDING = "pending"
+NEWEST_STARTED = "newest_started"  # upload time of the newest dataset a run has started on
 LAST_FAILURE = "last_failure"
 UPDATED_AT = "updated_at"
 STATE_ATTRIBUTES = frozenset({PK, SK, LIVE, PREVIOUS, CANDIDATE, HISTORY, NEXT_VERSION, RUNNING, RUNNING_ARN,
-                              RUNNING_SINCE, PENDING, LAST_FAILURE, UPDATED_AT})
+                              RUNNING_SINCE, PENDING, NEWEST_STARTED, LAST_FAILURE, UPDATED_AT})
 FAILURE_FIELDS = frozenset({"execution", "error", "cause", "at"})  # the map in `last_failure`
 
 # --- a version item (the fields of catalog.VersionRecord, plus the key)

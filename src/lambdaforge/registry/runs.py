@@ -24,13 +24,18 @@ class RunState:
     running_arn: str | None = None
     running_since: str | None = None
     pending: dict[str, Any] | None = None
+    newest_started: str | None = None
     last_failure: dict[str, Any] | None = None
 
     @classmethod
     def from_item(cls, recipe: str, data: dict[str, Any]) -> RunState:
         return cls(recipe=recipe, running=data.get(keys.RUNNING), running_arn=data.get(keys.RUNNING_ARN),
                    running_since=data.get(keys.RUNNING_SINCE), pending=data.get(keys.PENDING),
-                   last_failure=data.get(keys.LAST_FAILURE))
+                   newest_started=data.get(keys.NEWEST_STARTED), last_failure=data.get(keys.LAST_FAILURE))
+
+    def is_older(self, uploaded_at: str) -> bool:
+        """Data uploaded before the newest data a run has started on: training it would undo that run."""
+        return bool(uploaded_at and self.newest_started and uploaded_at < self.newest_started)
 
 
 class Runs:
@@ -41,17 +46,23 @@ class Runs:
         return RunState.from_item(recipe, read_state(self.table, recipe))
 
     # --- the lock
-    def acquire(self, recipe: str, execution: str, execution_arn: str) -> str | None:
-        """Take the recipe's lock for `execution`: "taken", "held" (it had it already), None if another has it."""
+    def acquire(self, recipe: str, execution: str, execution_arn: str, uploaded_at: str = "") -> str | None:
+        """Take the recipe's lock for `execution`: "taken", "held" (it had it already), or None: another run
+        has it, or (with `uploaded_at`) a run has already started on newer data. The lock also moves the
+        recipe's high-water mark, so older data delivered later never starts a run."""
         from botocore.exceptions import ClientError
 
+        sets = f"{keys.RUNNING} = :e, {keys.RUNNING_ARN} = :a, {keys.RUNNING_SINCE} = :t"
+        condition = f"(attribute_not_exists({keys.RUNNING}) OR {keys.RUNNING} = :e)"
+        values: dict[str, Any] = {":e": execution, ":a": execution_arn, ":t": now()}
+        if uploaded_at:
+            sets += f", {keys.NEWEST_STARTED} = :u"
+            condition += f" AND (attribute_not_exists({keys.NEWEST_STARTED}) OR {keys.NEWEST_STARTED} <= :u)"
+            values[":u"] = uploaded_at
         try:
-            out = self.table.update_item(
-                Key=keys.state_key(recipe),
-                UpdateExpression=f"SET {keys.RUNNING} = :e, {keys.RUNNING_ARN} = :a, {keys.RUNNING_SINCE} = :t",
-                ConditionExpression=f"attribute_not_exists({keys.RUNNING}) OR {keys.RUNNING} = :e",
-                ExpressionAttributeValues={":e": execution, ":a": execution_arn, ":t": now()},
-                ReturnValues="UPDATED_OLD")
+            out = self.table.update_item(Key=keys.state_key(recipe), UpdateExpression=f"SET {sets}",
+                                         ConditionExpression=condition, ExpressionAttributeValues=values,
+                                         ReturnValues="UPDATED_OLD")
         except ClientError as exc:
             if condition_failed(exc):
                 return None
@@ -78,19 +89,22 @@ class Runs:
 
     # --- the pending queue (one slot: the newest dataset wins)
     def set_pending(self, recipe: str, dataset: dict[str, Any]) -> bool:
-        """Make `dataset` the one waiting for the running run to end, unless newer data already waits.
+        """Make `dataset` the one waiting for the running run to end, unless newer data already waits or
+        a run has already started on newer data.
 
         Newer means a later upload time: an event delivered late never replaces what came after it.
-        False when the waiting dataset is newer."""
+        False when the dataset is the older one."""
         from botocore.exceptions import ClientError
 
+        uploaded_at = str(dataset.get("uploaded_at") or "")
+        condition = "(attribute_not_exists(#p) OR attribute_not_exists(#p.#u) OR #p.#u <= :u)"
+        if uploaded_at:
+            condition += f" AND (attribute_not_exists({keys.NEWEST_STARTED}) OR {keys.NEWEST_STARTED} <= :u)"
         try:
             self.table.update_item(
                 Key=keys.state_key(recipe), UpdateExpression=f"SET #p = :d, {keys.UPDATED_AT} = :t",
-                ConditionExpression="attribute_not_exists(#p) OR attribute_not_exists(#p.#u) OR #p.#u <= :u",
-                ExpressionAttributeNames={"#p": keys.PENDING, "#u": "uploaded_at"},
-                ExpressionAttributeValues={":d": to_dynamo(dataset), ":t": now(),
-                                           ":u": str(dataset.get("uploaded_at") or "")})
+                ConditionExpression=condition, ExpressionAttributeNames={"#p": keys.PENDING, "#u": "uploaded_at"},
+                ExpressionAttributeValues={":d": to_dynamo(dataset), ":t": now(), ":u": uploaded_at})
         except ClientError as exc:
             if condition_failed(exc):
                 return False
