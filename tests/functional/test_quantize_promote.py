@@ -303,7 +303,8 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-dead"
     assert runs.acquire("digits", "digits-dead", arn)
     runs.record("digits", "digits-dead", "RUNNING")
-    promote(stack, "canary", 2)
+    stack.handler("promote").lambda_handler({"action": "canary", "recipe": "digits", "version": 2,
+                                             "execution": "digits-dead"}, LocalLambdaContext())  # its own canary
     assert alias(stack)[1]  # 10% on v2 when the run died
     stack.notifications()
     trigger = Trigger(PipelineSettings.from_env(promote_function="lf-promote"))
@@ -367,3 +368,25 @@ def test_when_the_registry_refuses_a_finalize_the_alias_is_put_back(stack: Stack
     with pytest.raises(ConcurrentUpdateError):
         slow.finalize("digits", 2)
     assert alias(stack) == before
+
+
+def test_a_run_that_lost_its_lock_promotes_nothing_and_leaves_the_holders_canary(stack: Stack) -> None:
+    """Its lock was judged dead and another run took it: two rollouts must never share alias live."""
+    from lambdaforge.registry import Runs
+
+    add_versions(stack, 1)
+    _version_made_by(stack, "digits-holder")
+    v1 = promote(stack, "canary", 1)["lambda_version"]
+    runs = Runs(stack.registry_table)
+    assert runs.acquire("digits", "digits-holder", "arn:aws:states:us-east-1:123456789012:execution:m:digits-holder")
+    holder = stack.handler("promote").lambda_handler(
+        {"action": "canary", "recipe": "digits", "version": 2, "execution": "digits-holder"}, LocalLambdaContext())
+    before = alias(stack)
+    assert before[0] == v1 and before[1] == {holder["lambda_version"]: pytest.approx(0.1)}
+    with pytest.raises(PromotionError, match="no longer holds the digits run lock"):
+        promote(stack, "finalize", 2)  # the same version, asked by the run that lost the lock
+    with pytest.raises(PromotionError, match="digits-holder does"):
+        promote(stack, "canary", 2)
+    assert alias(stack) == before
+    aborted = promote(stack, "abort", 2)  # its failure path: only its own canary weight, none here
+    assert aborted["restored"] is False and alias(stack) == before

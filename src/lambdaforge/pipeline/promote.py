@@ -40,7 +40,13 @@ class Promoter:
 
     def handle(self, request: PromoteRequest) -> dict[str, Any]:
         """Do what the workflow asks (`request.action`); the answer names the action and the model."""
-        if request.action == "rollback":
+        holder = self._lock_holder(request)
+        if holder and request.action == "abort":  # the alias is the lock holder's rollout: undo only our weight
+            result = self.restore(request.recipe, request.execution)
+        elif holder:
+            raise PromotionError(f"{request.execution} no longer holds the {request.recipe} run lock ({holder} "
+                                 "does, so its lock was judged dead): this run promotes nothing")
+        elif request.action == "rollback":
             result = self.rollback(request.recipe)
         elif request.action == "restore":
             result = self.restore(request.recipe, request.execution)
@@ -53,6 +59,16 @@ class Promoter:
         else:
             result = self.abort(request.recipe, request.version)
         return {"action": request.action, "recipe": request.recipe, "version": request.version, **result}
+
+    def _lock_holder(self, request: PromoteRequest) -> str | None:
+        """Another run that holds the recipe's lock while `request.execution` asks to move the alias; None when
+        the request is this lock holder's (or no run's: the CLI, a rollback, a restore by the recovery)."""
+        from lambdaforge.registry import Runs
+
+        if not request.execution or request.action not in ("canary", "finalize", "abort"):
+            return None
+        holder = Runs(self.settings.registry_table, table=self.catalog.table).state(request.recipe).running
+        return holder if holder and holder != request.execution else None
 
     def alias_state(self) -> AliasState:
         from botocore.exceptions import ClientError
