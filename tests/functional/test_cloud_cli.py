@@ -359,3 +359,20 @@ def test_logs_of_a_function_and_of_a_training_job() -> None:
         time.sleep(1.1)  # CreationTime has second resolution in some implementations
         create_job("lf-digits-newer")
         assert training_source(ref, None).stream_prefix == "lf-digits-newer/"  # the latest job, not the first
+
+
+def test_preflight_poll_budget(tmp_path: Path) -> None:
+    """A Step Functions execution holds 25,000 history events: the poll loop's longest run must fit."""
+    import shutil
+
+    check = preflight.check_poll_budget(ROOT)
+    assert check.ok and "at most 240 polls" in check.detail, check  # defaults: 7200 + 3600 + 3600 s every 60 s
+    shutil.copy(ROOT / "template.yaml", tmp_path / "template.yaml")
+    overrides = 'MaxWaitSeconds=\\"86400\\" TrainingPollSeconds=\\"10\\"'
+    (tmp_path / "samconfig.toml").write_text(f'[default.deploy.parameters]\nparameter_overrides = "{overrides}"\n')
+    check = preflight.check_poll_budget(tmp_path)
+    assert not check.ok and "over the 2000" in check.detail and "at least 47" in check.fix, check
+    from lambdaforge.project import load_template
+
+    machine = load_template(ROOT / "template.yaml")["Resources"]["RetrainStateMachine"]["Properties"]
+    assert machine["DefinitionSubstitutions"]["PollMarginSeconds"] == str(preflight.POLL_MARGIN_SECONDS)

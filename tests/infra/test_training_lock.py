@@ -3,9 +3,13 @@ and this test process agree, and the lock is complete and hash-checked."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -84,6 +88,25 @@ def test_every_requirement_is_hashed_and_every_dependency_is_pinned() -> None:
     top = [line.strip() for line in (ROOT / "packaging/training/requirements.in").read_text().splitlines()
            if line.strip() and not line.startswith("#")]
     assert {canonicalize_name(n) for n in top} <= set(locked)
+
+
+def test_the_lock_resolves_completely_with_hashes_on_the_training_images_platform(tmp_path: Path) -> None:
+    """What the job's pip does, for the image's platform (x86_64 Linux, CPython 3.11) rather than this
+    machine's: torch's CUDA libraries, which the CPU torch here does not declare, must be in the lock too.
+    PyPI only, as in the image (none of this machine's pip configuration)."""
+    platforms = [f"--platform=manylinux_2_{minor}_x86_64" for minor in range(17, 29)]
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": ""}
+    report = tmp_path / "report.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+         *platforms, "--platform=manylinux2014_x86_64", "--python-version=3.11", "--implementation=cp",
+         "--abi=cp311", "--abi=abi3", "--abi=none", "--require-hashes", "-r", str(LOCK), "--report", str(report),
+         "-q"], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    installed = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
+                 for i in json.loads(report.read_text())["install"]}
+    assert installed == pins(), set(installed).symmetric_difference(pins())
+    assert {"nvidia-cudnn-cu13", "triton"} <= set(installed)  # the GPU build's libraries are locked
 
 
 def test_the_harness_refuses_an_untested_torch() -> None:

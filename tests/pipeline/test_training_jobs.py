@@ -254,6 +254,7 @@ def test_the_bundle_trains_under_the_sagemaker_training_toolkit(pipeline: Pipeli
         trainer.container = None
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     log = host_logs(pipeline, name)["algo-1"]
+    assert "Imported framework sagemaker_pytorch_container.training" in log  # the PyTorch image's module
     assert "Installing dependencies from requirements.txt" in log
     assert f"{container} -- train.py --checkpoint_every 5 --epochs 2 --recipe digits" in log, log[-3000:]
     assert "Reporting training SUCCESS" in log
@@ -294,3 +295,60 @@ def test_a_job_that_never_ends_is_stopped_when_the_poll_loop_reaches_its_limit(l
     assert pipeline.runs().state("digits").running is None
     assert any("after 6 s of polling" in m for m in pipeline.notifications())
     assert (pipeline.catalog().state("digits").live, pipeline.alias_version()) == (live_before, alias_before)
+
+
+def _container(pipeline: Pipeline) -> Path:
+    container = ROOT / ".venv-train" / "bin" / "python"
+    if not container.exists():
+        pytest.fail(f"{container} is missing: `make train-venv` builds the training container's stand-in")
+    return container
+
+
+def test_in_the_pytorch_image_a_stop_reaches_the_script_only_as_sigkill(pipeline: Pipeline) -> None:
+    """The image's PID 1 is bash, which neither handles nor forwards SIGTERM: the harness never gets the
+    signal it would checkpoint on, and the job is killed at the end of the grace period. What a stopped
+    job resumes from is its periodic checkpoints."""
+    trainer = pipeline.cloud.trainer
+    assert trainer is not None
+    trainer.container, trainer.stop_grace_seconds = _container(pipeline), 5.0
+    try:
+        name = start_job(pipeline, epochs=500)
+        logs = pipeline.cloud.logs
+        assert logs is not None
+        wait_for(lambda: any("train_loss" in line for line in logs.recent.get(name, [])), what="training steps")
+        as_workflow(pipeline, "sagemaker").stop_training_job(TrainingJobName=name)
+        job = ended(pipeline, name, timeout=120)
+    finally:
+        trainer.container, trainer.stop_grace_seconds = None, 120.0
+    assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert not any("SIGTERM received" in line for line in logs.recent[name])
+
+
+def _processes_under(folder: Path) -> list[str]:
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if str(folder) in " ".join(process.info["cmdline"] or []) + str(process.info["environ"] or ""):
+                found.append(" ".join(process.info["cmdline"] or []))
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_spot_interruption_of_a_two_host_job_kills_every_worker_and_resumes(pipeline: Pipeline) -> None:
+    """torchrun starts its workers in their own sessions: the interruption must reach them too, or they
+    would train on (and hold the log pipe open) after their instance was reclaimed."""
+    name = start_job(pipeline, epochs=30, max_wait=3600, instances=2)
+    trainer, logs = pipeline.cloud.trainer, pipeline.cloud.logs
+    assert trainer is not None and logs is not None
+    hosts = pipeline.cloud.state_dir / "sagemaker" / name
+    wait_for((hosts / "algo-1" / "opt/ml/checkpoints/latest.json").is_file, what="a complete checkpoint")
+    trainer.interrupt(name)
+    wait_for(lambda: describe(pipeline, name)["SecondaryStatus"] == "Interrupted", what="the interruption")
+    assert not _processes_under(hosts), _processes_under(hosts)  # nothing of the reclaimed instances runs on
+    job = ended(pipeline, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    assert any("resuming from checkpoint" in line for line in logs.recent[name])
+    assert not _processes_under(hosts)

@@ -76,6 +76,7 @@ def _preflight(root: Path, region: str | None, *, prebuilt: bool, training_image
     from lambdaforge.cloud.preflight import (
         check_container_runtime,
         check_credentials,
+        check_poll_budget,
         check_region,
         check_sam,
         check_template,
@@ -95,6 +96,7 @@ def _preflight(root: Path, region: str | None, *, prebuilt: bool, training_image
         image_check, image = check_training_image(region, instance_type)
         checks.append(image_check)
     checks.append(check_template(find_sam(root), root / "template.yaml", region))
+    checks.append(check_poll_budget(root))
     table = Table(title="deploy preflight", title_justify="left")
     for col in ("check", "result", "detail"):
         table.add_column(col)

@@ -102,6 +102,42 @@ def check_training_image(region: str | None, instance_type: str) -> tuple[Check,
     return Check("training image", True, uri), str(uri)
 
 
+HISTORY_POLL_BUDGET = 2000  # polls that fit a Step Functions execution's 25,000 history events (~11 per poll)
+POLL_MARGIN_SECONDS = 3600  # the workflow's PollMarginSeconds
+
+
+def check_poll_budget(root: Path) -> Check:
+    """The workflow polls a job for at most MaxWait + MaxTraining + the margin: at the configured interval
+    that must fit one execution's history, or the execution dies unrecorded, lock held, job running."""
+    import shlex
+    import tomllib
+
+    from lambdaforge.project import load_template
+
+    params = {k: str(v.get("Default", "")) for k, v in load_template(root / "template.yaml")["Parameters"].items()}
+    try:
+        config = tomllib.loads((root / "samconfig.toml").read_text(encoding="utf-8"))
+        overrides = config["default"]["deploy"]["parameters"].get("parameter_overrides", "")
+        for pair in shlex.split(overrides):
+            key, sep, value = pair.partition("=")
+            if sep:
+                params[key] = value
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        pass  # no overrides: the template's defaults
+    try:
+        limit = int(params["MaxWaitSeconds"]) + int(params["MaxTrainingSeconds"]) + POLL_MARGIN_SECONDS
+        every = int(params["TrainingPollSeconds"])
+    except (KeyError, ValueError) as exc:
+        return Check("poll budget", False, f"cannot read the training limits: {exc}", "check samconfig.toml")
+    polls = limit // max(every, 1)
+    detail = f"at most {polls} polls ({limit} s every {every} s)"
+    if polls <= HISTORY_POLL_BUDGET:
+        return Check("poll budget", True, detail)
+    return Check("poll budget", False, detail + f": over the {HISTORY_POLL_BUDGET} that fit one execution's history",
+                 f"raise TrainingPollSeconds to at least {limit // HISTORY_POLL_BUDGET + 1}, or lower "
+                 "MaxWaitSeconds/MaxTrainingSeconds (samconfig.toml parameter_overrides)")
+
+
 def check_template(sam: str | None, template: Path, region: str | None) -> Check:
     if sam is None:
         return Check("template", False, "cannot lint without the SAM CLI", "run `make tools`")

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -33,10 +32,10 @@ from lambdaforge.artifact import pack_dir, safe_extract
 from lambdaforge.aws import split_s3_uri
 from lambdaforge.errors import NoObjectsError
 from lambdaforge.local.errors import LocalCloudError
-from lambdaforge.s3transfer import download_file, download_prefix, upload_file, upload_folder
+from lambdaforge.s3transfer import download_file, download_prefix, upload_file
 from lambdaforge.training.runner import JobTree, run_entry_point
 
-STOP_GRACE_SECONDS = 120.0  # what SageMaker gives a container between SIGTERM and SIGKILL
+STOP_GRACE_SECONDS = 120.0  # what SageMaker gives a container between the stop and SIGKILL
 LineSink = Callable[[str, str], None]  # (job name, line)
 RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session name) -> AWS_* variables
 
@@ -44,15 +43,24 @@ RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session nam
 HOSTS_SHIM = Path(__file__).resolve().parent / "container"  # its sitecustomize maps algo-N to loopback
 
 
-def _signal_group(proc: subprocess.Popen[str], signum: int) -> None:
-    """The container's processes are one group (torchrun and its workers, the toolkit and the script)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
+def _tree(proc: subprocess.Popen[str]) -> list[Any]:
+    """The container's processes: the top one and every descendant (torchrun starts its workers in their
+    own sessions, so a process group would miss them)."""
+    import psutil
+
+    try:
+        top = psutil.Process(proc.pid)
+        return [top, *top.children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
-def _kill_if_running(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        _signal_group(proc, signal.SIGKILL)
+def _kill_tree(processes: list[Any]) -> None:
+    import psutil
+
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def _free_port() -> int:
@@ -77,6 +85,8 @@ class SageMakerExecutor:
         self.container = container
         self._procs: dict[str, list[subprocess.Popen[str]]] = {}  # job -> one process per host
         self._ports: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.stop_grace_seconds = STOP_GRACE_SECONDS
         self._stopping: dict[str, str] = {}  # job -> the secondary status it ends with once stopped
         self._interrupted: set[str] = set()  # jobs whose instance was just reclaimed (spot)
         self._billable: dict[str, float] = {}  # job -> seconds on instances so far
@@ -121,18 +131,43 @@ class SageMakerExecutor:
 
             state = job.training_job_status if job is not None else "unknown"
             raise ValidationError(message=f"The training job {name} is {state}; only InProgress jobs can be stopped.")
-        self._stopping[name] = secondary
+        with self._lock:
+            self._stopping[name] = secondary
         job.training_job_status = job.secondary_status = "Stopping"
         self._signal(name)
 
     def _signal(self, name: str) -> None:
-        """SIGTERM to every process on every host of the job; SIGKILL to what is left after the grace period."""
-        for proc in self._procs.get(name, []):
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGTERM)
-                killer = threading.Timer(STOP_GRACE_SECONDS, _kill_if_running, args=(proc,))
-                killer.daemon = True
-                killer.start()
+        for proc in list(self._procs.get(name, [])):
+            self._stop_process(name, proc)
+
+    def _stop_process(self, name: str, proc: subprocess.Popen[str]) -> None:
+        """What a stop does to one host's container. docker stop: SIGTERM to PID 1, SIGKILL to everything
+        after the grace period. In AWS's PyTorch training image PID 1 is bash (start_with_right_hostname.sh),
+        which ignores SIGTERM and does not forward it: the toolkit and the script never see it, so in
+        container mode only the SIGKILL comes. Without the container, PID 1 is the program itself."""
+        if proc.poll() is not None:
+            return
+        if not self._in_container(name):
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        processes = _tree(proc)
+
+        def kill_after_grace() -> None:  # whatever is left of the container, descendants included
+            _kill_tree([*_tree(proc), *processes])
+
+        killer = threading.Timer(self.stop_grace_seconds, kill_after_grace)
+        killer.daemon = True
+        killer.start()
+
+    def _started(self, name: str, proc: subprocess.Popen[str]) -> None:
+        """A host's container started: a stop or interruption that came while it was starting applies now."""
+        with self._lock:
+            self._procs.setdefault(name, []).append(proc)
+            stopping, interrupted = name in self._stopping, name in self._interrupted
+        if interrupted:
+            _kill_tree(_tree(proc))
+        elif stopping:
+            self._stop_process(name, proc)
 
     # --- the job
     def _run(self, job: Any) -> None:
@@ -165,7 +200,16 @@ class SageMakerExecutor:
                 self._finish(job, "Failed", reason or f"AlgorithmError: the training process exited with code {code}")
                 return
             job.secondary_status = "Uploading"
-            # the model is what the leader host left in /opt/ml/model (the harness writes it on rank 0 only)
+            # SageMaker puts what every host left in /opt/ml/model into the one model.tar.gz (the harness
+            # writes only on the leader); on a clash, the leader's file is the one kept here
+            for host in hosts[1:]:
+                other = root / host / "opt" / "ml" / "model"
+                if other.is_dir() and any(other.iterdir()):
+                    leader(f"[local sagemaker] {host} wrote into /opt/ml/model too: merged into model.tar.gz")
+                    shutil.copytree(other, tree.model_dir, dirs_exist_ok=True,
+                                    ignore=lambda d, names, other=other: [
+                                        n for n in names if (tree.model_dir / Path(d).relative_to(other) / n).exists()
+                                        and not (Path(d) / n).is_dir()])
             tarball = pack_dir(tree.model_dir, root / "model.tar.gz")
             upload_file(s3, tarball, *split_s3_uri(job.model_artifacts["S3ModelArtifacts"]))
             self._finish(job, "Completed", None)
@@ -221,10 +265,11 @@ class SageMakerExecutor:
         job = self.backend().training_jobs.get(name)
         if job is None or job.training_job_status != "InProgress" or not job.enable_managed_spot_training:
             raise LocalCloudError(f"{name}: only a running managed-spot job can be interrupted")
-        self._interrupted.add(name)
-        for proc in self._procs.get(name, []):
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
+        with self._lock:
+            self._interrupted.add(name)
+            procs = list(self._procs.get(name, []))
+        for proc in procs:
+            _kill_tree(_tree(proc))
 
     def _line_handler(self, job: Any, metrics: dict[str, float], buffered: list[str],
                       flush: Callable[[], None]) -> Callable[[str], None]:
@@ -282,16 +327,38 @@ class SageMakerExecutor:
             # every host is this machine: torchrun's rendezvous (C++, no sitecustomize) meets on loopback
             env[envvars.MASTER_ADDR] = "127.0.0.1"
             env[envvars.MASTER_PORT] = str(self._port_for(name))
-        if self.container is not None:
-            env.update({"SAGEMAKER_BASE_DIR": str(tree.root), "S3_ENDPOINT_URL": self.endpoint,
-                        # SageMaker's host names resolve on every host (the toolkit waits until they do)
-                        "PYTHONPATH": str(HOSTS_SHIM), "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+        if self._in_container(name):
+            env.update({
+                "SAGEMAKER_BASE_DIR": str(tree.root), "S3_ENDPOINT_URL": self.endpoint,
+                # what AWS's PyTorch training image sets: its framework module runs the generic toolkit
+                "SAGEMAKER_TRAINING_MODULE": "sagemaker_pytorch_container.training:main",
+                # SageMaker's host names resolve on every host (the toolkit waits until they do)
+                "PYTHONPATH": str(HOSTS_SHIM),
+                # the image's pip knows PyPI only: none of this machine's pip configuration or wheel folders
+                "PIP_CONFIG_FILE": os.devnull, "PIP_FIND_LINKS": "", "PIP_EXTRA_INDEX_URL": "",
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
             return [str(self.container), "-m", "sagemaker_training.cli.train"], tree.root, env
         bundle = tree.root.parent.parent / "sourcedir.tar.gz"
         download_file(s3, source_uri, bundle)
         safe_extract(bundle, code_dir)
         # no SM_NUM_GPUS: the harness counts the GPUs itself (torch is not loaded here)
         return [sys.executable, program], code_dir, {**env, "PYTHONPATH": str(code_dir)}
+
+    def _in_container(self, name: str) -> bool:
+        """Whether the job runs through the toolkit: when a container stand-in is configured, for one host.
+        Several hosts run without it: the PyTorch image's module sets MASTER_ADDR=algo-1, which torchrun's
+        C++ rendezvous cannot resolve on this machine (a SageMaker cluster's /etc/hosts has it)."""
+        job = self.backend().training_jobs.get(name)
+        count = int((job.resource_config or {}).get("InstanceCount", 1)) if job is not None else 1
+        return self.container is not None and count == 1
+
+    def _fail_fast(self, name: str, failed: str) -> None:
+        """SageMaker fails the job as soon as one host's algorithm fails and tears the cluster down: the
+        other hosts must not wait in a rendezvous until their timeout."""
+        for proc in list(self._procs.get(name, [])):
+            if proc.poll() is None:
+                self.sink(name, f"[local sagemaker] {failed} failed: stopping the job's other hosts")
+                _kill_tree(_tree(proc))
 
     def _port_for(self, name: str) -> int:
         if name not in self._ports:
@@ -309,14 +376,17 @@ class SageMakerExecutor:
         s3 = self.s3_for(role)
         commands = {host: self._command(job, s3, tree, role) for host, tree in trees.items()}
         job.secondary_status = "Training"
-        self._procs[name] = []
+        with self._lock:
+            self._procs[name] = []
         results: dict[str, tuple[int, str | None]] = {}
 
         def host_main(host: str) -> None:
             command, cwd, env = commands[host]
             results[host] = run_entry_point(
                 trees[host], channels[host], name, on_line=handlers[host], command=command, cwd=cwd,
-                extra_env=env, new_session=True, process_started=self._procs[name].append)
+                extra_env=env, new_session=True, process_started=lambda proc: self._started(name, proc))
+            if results[host][0] != 0 and name not in self._stopping:
+                self._fail_fast(name, host)
 
         timer = threading.Timer(max(0.0, runtime_left), lambda: self._stop_quietly(name, "MaxRuntimeExceeded"))
         timer.start()
@@ -344,7 +414,7 @@ class SageMakerExecutor:
         """While the job trains, its checkpoint folder is synced to S3 every few seconds, as SageMaker does,
         and once more when the block ends (that last sync's errors are the job's)."""
         done = threading.Event()
-        synced = _files(folder)  # what S3 already has (restored at start): deleting one of them deletes it there
+        synced = _files(folder)  # what S3 already has (restored at start): unchanged, it is not uploaded again
 
         def loop() -> None:
             while not done.wait(self.checkpoint_sync_seconds):
@@ -365,17 +435,20 @@ class SageMakerExecutor:
                 self._sync_checkpoints(s3, folder, uri, synced)
 
     @staticmethod
-    def _sync_checkpoints(s3: Any, folder: Path, uri: str, synced: set[str]) -> None:
-        """As SageMaker syncs /opt/ml/checkpoints: new files uploaded, and a file this host deleted deleted in
-        S3 too. Files other hosts put there are theirs: a host that writes none leaves them alone."""
+    def _sync_checkpoints(s3: Any, folder: Path, uri: str, synced: dict[str, tuple[int, int]]) -> None:
+        """As SageMaker syncs /opt/ml/checkpoints: files this host created or changed are uploaded, files it
+        deleted are deleted in S3. What other hosts put there is theirs: a host never re-uploads the stale
+        copy it restored at start over a newer one, and never deletes what it did not have."""
         bucket, prefix = split_s3_uri(uri)
         prefix = prefix if prefix.endswith("/") else prefix + "/"
         present = _files(folder)
-        upload_folder(s3, folder, bucket, prefix)
-        for gone in sorted(synced - present):
+        for rel, stamp in sorted(present.items()):
+            if synced.get(rel) != stamp:
+                upload_file(s3, folder / rel, bucket, prefix + rel)
+                synced[rel] = stamp
+        for gone in sorted(set(synced) - set(present)):
             s3.delete_object(Bucket=bucket, Key=prefix + gone)
-        synced.clear()
-        synced.update(present)
+            del synced[gone]
 
     def _stop_quietly(self, name: str, secondary: str) -> None:
         with contextlib.suppress(Exception):  # the job ended in the meantime
@@ -410,12 +483,29 @@ class SageMakerExecutor:
             self.sink(stream, f"[local sagemaker] could not store {len(events)} log lines: {exc}")
 
     def join(self, timeout: float = 10.0) -> None:
-        """Stop every job's processes and wait for the job threads (the local cloud is closing)."""
-        for name in list(self._procs):
-            self._signal(name)
+        """The local cloud is closing: stop every job (SIGTERM where a container would get one), give them
+        `timeout` seconds, then kill what is left so that no training process outlives the cloud."""
+        with self._lock:
+            procs = [p for ps in self._procs.values() for p in ps if p.poll() is None]
+        trees = [_tree(p) for p in procs]
+        for proc in procs:  # SIGTERM reaches a program that is PID 1; in the PyTorch image it would not
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=timeout)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for processes in trees:
+            _kill_tree(processes)
 
 
-def _files(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.is_dir() else set()
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file below `folder` with its (mtime in ns, size): what tells a changed file from a synced one."""
+    if not folder.is_dir():
+        return {}
+    out: dict[str, tuple[int, int]] = {}
+    for path in folder.rglob("*"):
+        with contextlib.suppress(FileNotFoundError):  # deleted while listed
+            if path.is_file():
+                stat = path.stat()
+                out[path.relative_to(folder).as_posix()] = (stat.st_mtime_ns, stat.st_size)
+    return out

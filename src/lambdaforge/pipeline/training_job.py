@@ -24,7 +24,7 @@ import sys
 
 from lambdaforge.training.harness import main
 
-sys.exit(main())
+sys.exit(main(from_bundle=True))
 '''
 
 

@@ -8,6 +8,7 @@ processes) and we are not already under torchrun, the harness relaunches itself 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -70,7 +71,14 @@ def launch(env: TrainingEnv, hp: Hyperparameters) -> int:
         "-m", "lambdaforge.training",
     ]
     print(f"[lambdaforge] launching {' '.join(cmd[2:])}", flush=True)
-    return subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    # a SIGTERM for this process (a container's stop, where it is PID 1) goes on to torchrun, which hands it
+    # to every worker: they save a checkpoint and stop, instead of being killed after the grace period
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def init() -> DistContext:

@@ -231,8 +231,11 @@ class _Run:
 def train(env: TrainingEnv, recipe: Recipe, hp: Hyperparameters) -> int:
     import torch
 
-    check_torch(torch.__version__)
     ctx = distributed.init()
+    if env.num_gpus > 0 and ctx.device.type != "cuda":
+        raise TrainingError(f"the instance has {env.num_gpus} GPU(s) but torch {torch.__version__} cannot use "
+                            "them (is the host's CUDA driver older than this torch build needs?): refusing to "
+                            "train on the CPU of a GPU instance")
     started = time.time()
     torch.manual_seed(hp.seed)
     data: Dataset = recipe.load_dataset(env.channel("train"), hp)
@@ -250,13 +253,19 @@ def train(env: TrainingEnv, recipe: Recipe, hp: Hyperparameters) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, from_bundle: bool = False) -> int:
+    """`from_bundle`: started by the source bundle's train.py (a SageMaker job), whose lock names the torch
+    it was tested with; `lambdaforge train` may run any torch the project supports."""
     try:
         env = TrainingEnv.from_environ()
     except LambdaforgeError as exc:
         print(f"[lambdaforge] error: {exc}", file=sys.stderr, flush=True)
         return EXIT_FAILED
     try:
+        if from_bundle:
+            import torch
+
+            check_torch(torch.__version__)
         recipe = get_recipe(str(env.hyperparameters.get("recipe", "digits")))
         hp = parse_hyperparameters(recipe, env.hyperparameters)
         if distributed.needs_launch(env, hp):
