@@ -125,6 +125,12 @@ def test_a_malformed_quantize_payload_is_refused(stack: Stack) -> None:
 
 
 def promote(stack: Stack, action: str, version: int | None = None) -> dict[str, Any]:
+    """As the workflow's run asks it: the run holds the recipe's lock (unless another run took it)."""
+    from lambdaforge.registry import Runs
+
+    Runs(stack.registry_table).acquire("digits", "digits-0123456789abcdef",
+                                       stack.state_machine_arn.replace(":stateMachine:", ":execution:")
+                                       + ":digits-0123456789abcdef")
     event: dict[str, Any] = {"action": action, "recipe": "digits", "execution": "digits-0123456789abcdef"}
     if version is not None:
         event["version"] = version
@@ -301,6 +307,7 @@ def test_a_run_that_dies_during_its_canary_is_cleaned_up(stack: Stack) -> None:
     v1 = promote(stack, "canary", 1)["lambda_version"]
     runs = Runs(stack.registry_table)
     arn = stack.state_machine_arn.replace(":stateMachine:", ":execution:") + ":digits-dead"
+    runs.release("digits", "digits-0123456789abcdef")
     assert runs.acquire("digits", "digits-dead", arn)
     runs.record("digits", "digits-dead", "RUNNING")
     stack.handler("promote").lambda_handler({"action": "canary", "recipe": "digits", "version": 2,
@@ -378,6 +385,7 @@ def test_a_run_that_lost_its_lock_promotes_nothing_and_leaves_the_holders_canary
     _version_made_by(stack, "digits-holder")
     v1 = promote(stack, "canary", 1)["lambda_version"]
     runs = Runs(stack.registry_table)
+    runs.release("digits", "digits-0123456789abcdef")
     assert runs.acquire("digits", "digits-holder", "arn:aws:states:us-east-1:123456789012:execution:m:digits-holder")
     holder = stack.handler("promote").lambda_handler(
         {"action": "canary", "recipe": "digits", "version": 2, "execution": "digits-holder"}, LocalLambdaContext())
@@ -390,3 +398,18 @@ def test_a_run_that_lost_its_lock_promotes_nothing_and_leaves_the_holders_canary
     assert alias(stack) == before
     aborted = promote(stack, "abort", 2)  # its failure path: only its own canary weight, none here
     assert aborted["restored"] is False and alias(stack) == before
+
+
+def test_a_run_whose_lock_was_released_promotes_nothing(stack: Stack) -> None:
+    """Its lock judged dead and released, a newer run may have trained and gone live since: this run's
+    older model must not replace it."""
+    from lambdaforge.registry import Runs
+
+    add_versions(stack, 1, 2)
+    promote(stack, "canary", 1)
+    Runs(stack.registry_table).release("digits", "digits-0123456789abcdef")
+    before = alias(stack)
+    with pytest.raises(PromotionError, match="nobody does"):
+        stack.handler("promote").lambda_handler({"action": "canary", "recipe": "digits", "version": 2,
+                                                 "execution": "digits-0123456789abcdef"}, LocalLambdaContext())
+    assert alias(stack) == before

@@ -259,3 +259,22 @@ def test_older_data_delivered_after_the_newer_run_ended_starts_nothing(stack: St
     assert len(executions["executions"]) == 1
     same_second = call(stack, _event_at(stack, "data/digits/also.csv", "2030-01-01T00:00:10Z"))
     assert same_second["status"] == "started"  # one-second resolution: the same second is not older
+
+
+def test_data_queued_just_as_the_run_ends_starts_instead_of_waiting_for_nothing(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's release looked for waiting data before this upload's set_pending landed: had it been set,
+    no lock holder would ever start it."""
+    from lambdaforge.pipeline.trigger import Trigger
+
+    first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
+    queue = Trigger._queue
+
+    def run_ends_first(self: Trigger, spec: Any, behind: str | None) -> Any:
+        _release(stack, first["execution"])  # between this upload's lock check and its queueing
+        return queue(self, spec, behind)
+
+    monkeypatch.setattr(Trigger, "_queue", run_ends_first)
+    second = call(stack, stack.s3_event("data/digits/b.csv", CSV))
+    assert second["status"] == "started", second
+    assert Runs(stack.registry_table).state("digits").pending is None

@@ -316,39 +316,56 @@ def test_in_the_pytorch_image_a_stop_reaches_the_script_only_as_sigkill(pipeline
         logs = pipeline.cloud.logs
         assert logs is not None
         wait_for(lambda: any("train_loss" in line for line in logs.recent.get(name, [])), what="training steps")
+        asked = time.monotonic()
         as_workflow(pipeline, "sagemaker").stop_training_job(TrainingJobName=name)
+        wait_for(lambda: describe(pipeline, name)["TrainingJobStatus"] == "Stopping", what="Stopping")
+        time.sleep(2)
+        still = describe(pipeline, name)["TrainingJobStatus"]  # no SIGTERM ended it: it trains on
         job = ended(pipeline, name, timeout=120)
+        took = time.monotonic() - asked
     finally:
         trainer.container, trainer.stop_grace_seconds = None, 120.0
+    assert still == "Stopping"
+    assert took >= 5.0  # killed at the end of the grace period, not before
     assert (job["TrainingJobStatus"], job["SecondaryStatus"]) == ("Stopped", "Stopped")
     assert not any("SIGTERM received" in line for line in logs.recent[name])
+
+
+def _cmdline_and_env(process: Any) -> list[str]:
+    import psutil
+
+    try:
+        return [*process.cmdline(), *process.environ().values()]
+    except psutil.Error:
+        return []
 
 
 def _processes_under(folder: Path) -> list[str]:
     import psutil
 
-    found = []
-    for process in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            if str(folder) in " ".join(process.info["cmdline"] or []) + str(process.info["environ"] or ""):
-                found.append(" ".join(process.info["cmdline"] or []))
-        except psutil.Error:
-            continue
-    return found
+    return [" ".join(p.cmdline()) for p in psutil.process_iter() if str(folder) in " ".join(_cmdline_and_env(p))]
 
 
 def test_a_spot_interruption_of_a_two_host_job_kills_every_worker_and_resumes(pipeline: Pipeline) -> None:
     """torchrun starts its workers in their own sessions: the interruption must reach them too, or they
     would train on (and hold the log pipe open) after their instance was reclaimed."""
-    name = start_job(pipeline, epochs=30, max_wait=3600, instances=2)
+    import psutil
+
     trainer, logs = pipeline.cloud.trainer, pipeline.cloud.logs
     assert trainer is not None and logs is not None
-    hosts = pipeline.cloud.state_dir / "sagemaker" / name
-    wait_for((hosts / "algo-1" / "opt/ml/checkpoints/latest.json").is_file, what="a complete checkpoint")
-    trainer.interrupt(name)
-    wait_for(lambda: describe(pipeline, name)["SecondaryStatus"] == "Interrupted", what="the interruption")
-    assert not _processes_under(hosts), _processes_under(hosts)  # nothing of the reclaimed instances runs on
-    job = ended(pipeline, name)
+    trainer.spot_restart_seconds = 15.0  # time to look at the reclaimed instances before capacity returns
+    try:
+        name = start_job(pipeline, epochs=30, max_wait=3600, instances=2)
+        hosts = pipeline.cloud.state_dir / "sagemaker" / name
+        wait_for((hosts / "algo-1" / "opt/ml/checkpoints/latest.json").is_file, what="a complete checkpoint")
+        before = [p for p in psutil.process_iter() if str(hosts) in " ".join(_cmdline_and_env(p))]
+        assert len(before) >= 4, before  # per host: the harness, torchrun and its worker
+        trainer.interrupt(name)
+        wait_for(lambda: describe(pipeline, name)["SecondaryStatus"] == "Interrupted", what="the interruption")
+        assert not [p for p in before if p.is_running()]  # nothing of the reclaimed instances runs on
+        job = ended(pipeline, name)
+    finally:
+        trainer.spot_restart_seconds = 3.0
     assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
     assert any("resuming from checkpoint" in line for line in logs.recent[name])
     assert not _processes_under(hosts)

@@ -204,6 +204,8 @@ def test_a_rollback_racing_a_promotion_does_not_overwrite_it(table: Any) -> None
 def test_waiting_data_is_replaced_only_by_newer_data(table: Any) -> None:
     runs = Runs("lf-registry", table=table)
     newer = {"version": "b", "uploaded_at": "2030-01-01T00:00:10+00:00"}
+    assert not runs.set_pending("digits", newer)  # no run holds the lock: nothing would ever start it
+    assert runs.acquire("digits", "digits-1", "arn:exec:digits-1")
     assert runs.set_pending("digits", newer)
     assert not runs.set_pending("digits", {"version": "a", "uploaded_at": "2030-01-01T00:00:05+00:00"})
     runs.clear_pending("digits", {"version": "a", "uploaded_at": "2030-01-01T00:00:05+00:00"})  # an older run
@@ -211,3 +213,17 @@ def test_waiting_data_is_replaced_only_by_newer_data(table: Any) -> None:
     assert runs.set_pending("digits", {"version": "c", "uploaded_at": "2030-01-01T00:00:10+00:00"})  # a tie: last
     runs.clear_pending("digits", {"version": "c", "uploaded_at": "2030-01-01T00:00:10+00:00"})
     assert runs.state("digits").pending is None
+
+
+def test_the_high_water_mark_moves_only_forward_and_only_once_a_run_started(table: Any) -> None:
+    runs = Runs("lf-registry", table=table)
+    assert runs.acquire("digits", "digits-1", "arn", "2030-01-01T00:00:10+00:00")
+    assert runs.state("digits").newest_started is None  # not before its start succeeded
+    runs.started("digits", {"version": "b", "uploaded_at": "2030-01-01T00:00:10+00:00"})
+    runs.started("digits", {"version": "a", "uploaded_at": "2030-01-01T00:00:05+00:00"})  # never backwards
+    state = runs.state("digits")
+    assert state.newest_started == "2030-01-01T00:00:10+00:00"
+    assert state.is_older("2030-01-01T00:00:05+00:00") and not state.is_older("2030-01-01T00:00:10+00:00")
+    runs.release("digits", "digits-1")
+    assert not runs.acquire("digits", "digits-0", "arn", "2030-01-01T00:00:05+00:00")  # older: refused
+    assert runs.acquire("digits", "digits-2", "arn", "2030-01-01T00:00:11+00:00")

@@ -118,11 +118,12 @@ def check_poll_budget(root: Path) -> Check:
     try:
         config = tomllib.loads((root / "samconfig.toml").read_text(encoding="utf-8"))
         overrides = config["default"]["deploy"]["parameters"].get("parameter_overrides", "")
-        for pair in shlex.split(overrides):
+        pairs = shlex.split(overrides) if isinstance(overrides, str) else [str(p) for p in overrides]
+        for pair in pairs:
             key, sep, value = pair.partition("=")
             if sep:
                 params[key] = value
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
+    except (OSError, KeyError, AttributeError, TypeError, ValueError, tomllib.TOMLDecodeError):
         pass  # no overrides: the template's defaults
     try:
         limit = int(params["MaxWaitSeconds"]) + int(params["MaxTrainingSeconds"]) + POLL_MARGIN_SECONDS

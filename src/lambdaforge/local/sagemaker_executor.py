@@ -43,14 +43,14 @@ RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session nam
 HOSTS_SHIM = Path(__file__).resolve().parent / "container"  # its sitecustomize maps algo-N to loopback
 
 
-def _tree(proc: subprocess.Popen[str]) -> list[Any]:
+def _tree(top: Any) -> list[Any]:
     """The container's processes: the top one and every descendant (torchrun starts its workers in their
-    own sessions, so a process group would miss them)."""
+    own sessions, so a process group would miss them). `top` is the psutil handle taken while the process
+    was certainly alive: psutil then refuses to touch a process that has since reused its PID."""
     import psutil
 
     try:
-        top = psutil.Process(proc.pid)
-        return [top, *top.children(recursive=True)]
+        return [top, *top.children(recursive=True)] if top.is_running() else []
     except psutil.Error:
         return []
 
@@ -86,6 +86,9 @@ class SageMakerExecutor:
         self._procs: dict[str, list[subprocess.Popen[str]]] = {}  # job -> one process per host
         self._ports: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._handles: dict[int, Any] = {}  # Popen pid -> psutil handle, taken at start
+        self._failed: set[str] = set()  # jobs one of whose hosts failed: the others are torn down
+        self._closing = False
         self.stop_grace_seconds = STOP_GRACE_SECONDS
         self._stopping: dict[str, str] = {}  # job -> the secondary status it ends with once stopped
         self._interrupted: set[str] = set()  # jobs whose instance was just reclaimed (spot)
@@ -136,6 +139,10 @@ class SageMakerExecutor:
         job.training_job_status = job.secondary_status = "Stopping"
         self._signal(name)
 
+    def _processes(self, proc: subprocess.Popen[str]) -> list[Any]:
+        handle = self._handles.get(proc.pid)
+        return _tree(handle) if handle is not None and proc.poll() is None else []
+
     def _signal(self, name: str) -> None:
         for proc in list(self._procs.get(name, [])):
             self._stop_process(name, proc)
@@ -147,13 +154,13 @@ class SageMakerExecutor:
         container mode only the SIGKILL comes. Without the container, PID 1 is the program itself."""
         if proc.poll() is not None:
             return
+        processes = self._processes(proc)  # before the signal: a dying parent orphans its children
         if not self._in_container(name):
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-        processes = _tree(proc)
 
         def kill_after_grace() -> None:  # whatever is left of the container, descendants included
-            _kill_tree([*_tree(proc), *processes])
+            _kill_tree([*self._processes(proc), *processes])
 
         killer = threading.Timer(self.stop_grace_seconds, kill_after_grace)
         killer.daemon = True
@@ -161,11 +168,16 @@ class SageMakerExecutor:
 
     def _started(self, name: str, proc: subprocess.Popen[str]) -> None:
         """A host's container started: a stop or interruption that came while it was starting applies now."""
+        import psutil
+
         with self._lock:
+            with contextlib.suppress(psutil.Error):
+                self._handles[proc.pid] = psutil.Process(proc.pid)
             self._procs.setdefault(name, []).append(proc)
             stopping, interrupted = name in self._stopping, name in self._interrupted
-        if interrupted:
-            _kill_tree(_tree(proc))
+            gone = self._closing or name in self._failed
+        if interrupted or gone:
+            _kill_tree(self._processes(proc))
         elif stopping:
             self._stop_process(name, proc)
 
@@ -248,7 +260,7 @@ class SageMakerExecutor:
             self._interrupted.discard(name)
             job.secondary_status = "Interrupted"
             leader(f"[local sagemaker] spot capacity reclaimed; restarting in {self.spot_restart_seconds:g} s")
-            if self._stopped_while_waiting(name):
+            if self._stopped_while_waiting(name) or self._closing:
                 return code, reason, trees[hosts[0]]
             job.secondary_status = "Starting"
 
@@ -269,7 +281,7 @@ class SageMakerExecutor:
             self._interrupted.add(name)
             procs = list(self._procs.get(name, []))
         for proc in procs:
-            _kill_tree(_tree(proc))
+            _kill_tree(self._processes(proc))
 
     def _line_handler(self, job: Any, metrics: dict[str, float], buffered: list[str],
                       flush: Callable[[], None]) -> Callable[[str], None]:
@@ -354,11 +366,16 @@ class SageMakerExecutor:
 
     def _fail_fast(self, name: str, failed: str) -> None:
         """SageMaker fails the job as soon as one host's algorithm fails and tears the cluster down: the
-        other hosts must not wait in a rendezvous until their timeout."""
-        for proc in list(self._procs.get(name, [])):
-            if proc.poll() is None:
-                self.sink(name, f"[local sagemaker] {failed} failed: stopping the job's other hosts")
-                _kill_tree(_tree(proc))
+        other hosts (also one still starting) must not wait in a rendezvous until their timeout."""
+        with self._lock:
+            if name in self._interrupted:  # the instances were reclaimed: every host died, none failed
+                return
+            self._failed.add(name)
+            procs = [p for p in self._procs.get(name, []) if p.poll() is None]
+        if procs:
+            self.sink(name, f"[local sagemaker] {failed} failed: stopping the job's other hosts")
+        for proc in procs:
+            _kill_tree(self._processes(proc))
 
     def _port_for(self, name: str) -> int:
         if name not in self._ports:
@@ -484,18 +501,20 @@ class SageMakerExecutor:
 
     def join(self, timeout: float = 10.0) -> None:
         """The local cloud is closing: stop every job (SIGTERM where a container would get one), give them
-        `timeout` seconds, then kill what is left so that no training process outlives the cloud."""
+        `timeout` seconds, then kill what is left; a host that starts from now on is killed at once."""
         with self._lock:
+            self._closing = True
             procs = [p for ps in self._procs.values() for p in ps if p.poll() is None]
-        trees = [_tree(p) for p in procs]
+        snapshot = [process for proc in procs for process in self._processes(proc)]  # before orphans appear
         for proc in procs:  # SIGTERM reaches a program that is PID 1; in the PyTorch image it would not
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        for processes in trees:
-            _kill_tree(processes)
+        with self._lock:
+            procs = [p for ps in self._procs.values() for p in ps]
+        _kill_tree([*snapshot, *(process for proc in procs for process in self._processes(proc))])
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:

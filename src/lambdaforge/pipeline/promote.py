@@ -41,11 +41,12 @@ class Promoter:
     def handle(self, request: PromoteRequest) -> dict[str, Any]:
         """Do what the workflow asks (`request.action`); the answer names the action and the model."""
         holder = self._lock_holder(request)
-        if holder and request.action == "abort":  # the alias is the lock holder's rollout: undo only our weight
+        if holder is not None and request.action == "abort":  # not its rollout to undo: only its own weight
             result = self.restore(request.recipe, request.execution)
-        elif holder:
-            raise PromotionError(f"{request.execution} no longer holds the {request.recipe} run lock ({holder} "
-                                 "does, so its lock was judged dead): this run promotes nothing")
+        elif holder is not None:
+            raise PromotionError(f"{request.execution} no longer holds the {request.recipe} run lock "
+                                 f"({holder or 'nobody'} does: its lock was judged dead, and a newer run may "
+                                 "have trained since): this run promotes nothing")
         elif request.action == "rollback":
             result = self.rollback(request.recipe)
         elif request.action == "restore":
@@ -61,14 +62,16 @@ class Promoter:
         return {"action": request.action, "recipe": request.recipe, "version": request.version, **result}
 
     def _lock_holder(self, request: PromoteRequest) -> str | None:
-        """Another run that holds the recipe's lock while `request.execution` asks to move the alias; None when
-        the request is this lock holder's (or no run's: the CLI, a rollback, a restore by the recovery)."""
+        """Who holds the recipe's run lock when a run other than the holder asks to move the alias ("" for
+        nobody); None when the request may go ahead: the holder's own, or no run's (the CLI, a rollback,
+        the recovery's restore). A run whose lock was released must not promote: a newer run may have
+        trained and gone live meanwhile, and this older model would replace it."""
         from lambdaforge.registry import Runs
 
         if not request.execution or request.action not in ("canary", "finalize", "abort"):
             return None
         holder = Runs(self.settings.registry_table, table=self.catalog.table).state(request.recipe).running
-        return holder if holder and holder != request.execution else None
+        return None if holder == request.execution else (holder or "")
 
     def alias_state(self) -> AliasState:
         from botocore.exceptions import ClientError

@@ -95,8 +95,11 @@ class Trigger:
             if lock == "taken":  # never the lock of an execution that was already running under this name
                 self.runs.force_release(spec.recipe, name)  # a waiting dataset stays waiting: nothing is lost
             raise
+        self.runs.started(spec.recipe, spec.to_json())  # older data delivered from now on never runs
         self.runs.clear_pending(spec.recipe, spec.to_json())  # it, or older data, need not wait any more
         if not started:
+            if lock == "taken":  # its execution ran (and released) already: this lock would hold nothing
+                self.runs.force_release(spec.recipe, name)
             return TriggerOutcome("duplicate", f"execution {name} already exists", name)
         self.runs.record(spec.recipe, name, "RUNNING", dataset=spec.s3_uri, dataset_version=spec.version)
         return TriggerOutcome("started", f"started {name} for {spec.s3_uri}", name)
@@ -119,6 +122,8 @@ class Trigger:
     def _queue(self, spec: DatasetSpec, behind: str | None) -> TriggerOutcome:
         name = spec.run_name
         if not self.runs.set_pending(spec.recipe, spec.to_json()):
+            if self.runs.state(spec.recipe).running is None:  # the run ended meanwhile: start, do not wait
+                return self.start_or_queue(spec)
             return self._supersede(spec, behind, f"newer data for {spec.recipe} is already waiting or training")
         self.runs.record(spec.recipe, name, "QUEUED", dataset=spec.s3_uri, behind=behind)
         return TriggerOutcome("queued", f"{spec.recipe} is busy with {behind}; {name} waits "
@@ -130,6 +135,10 @@ class Trigger:
         name = spec.run_name
         self.runs.clear_pending(spec.recipe, spec.to_json())
         self.runs.record(spec.recipe, name, "SUPERSEDED", dataset=spec.s3_uri, behind=behind, cause=why)
+        state = self.runs.state(spec.recipe)
+        if state.running is None and state.pending:  # newer data waits for a lock nobody holds (a dead run's)
+            waiting = self.start_or_queue(DatasetSpec.from_json(state.pending))
+            return TriggerOutcome("superseded", f"{name}: {why}; the waiting data: {waiting.detail}", name)
         return TriggerOutcome("superseded", f"{name}: {why}", name)
 
     def _lock_is_stale(self, state: RunState) -> bool:

@@ -48,15 +48,13 @@ class Runs:
     # --- the lock
     def acquire(self, recipe: str, execution: str, execution_arn: str, uploaded_at: str = "") -> str | None:
         """Take the recipe's lock for `execution`: "taken", "held" (it had it already), or None: another run
-        has it, or (with `uploaded_at`) a run has already started on newer data. The lock also moves the
-        recipe's high-water mark, so older data delivered later never starts a run."""
+        has it, or (with `uploaded_at`) a run has already started on newer data (`started` keeps that mark)."""
         from botocore.exceptions import ClientError
 
         sets = f"{keys.RUNNING} = :e, {keys.RUNNING_ARN} = :a, {keys.RUNNING_SINCE} = :t"
         condition = f"(attribute_not_exists({keys.RUNNING}) OR {keys.RUNNING} = :e)"
         values: dict[str, Any] = {":e": execution, ":a": execution_arn, ":t": now()}
         if uploaded_at:
-            sets += f", {keys.NEWEST_STARTED} = :u"
             condition += f" AND (attribute_not_exists({keys.NEWEST_STARTED}) OR {keys.NEWEST_STARTED} <= :u)"
             values[":u"] = uploaded_at
         try:
@@ -88,16 +86,35 @@ class Runs:
                 raise
 
     # --- the pending queue (one slot: the newest dataset wins)
-    def set_pending(self, recipe: str, dataset: dict[str, Any]) -> bool:
-        """Make `dataset` the one waiting for the running run to end, unless newer data already waits or
-        a run has already started on newer data.
-
-        Newer means a later upload time: an event delivered late never replaces what came after it.
-        False when the dataset is the older one."""
+    def started(self, recipe: str, dataset: dict[str, Any]) -> None:
+        """A run has started on `dataset`: it becomes the high-water mark (unless newer data started first),
+        so that older data delivered later never starts a run. Moved only once the start succeeded."""
         from botocore.exceptions import ClientError
 
         uploaded_at = str(dataset.get("uploaded_at") or "")
-        condition = "(attribute_not_exists(#p) OR attribute_not_exists(#p.#u) OR #p.#u <= :u)"
+        if not uploaded_at:
+            return
+        try:
+            self.table.update_item(
+                Key=keys.state_key(recipe), UpdateExpression=f"SET {keys.NEWEST_STARTED} = :u",
+                ConditionExpression=f"attribute_not_exists({keys.NEWEST_STARTED}) OR {keys.NEWEST_STARTED} <= :u",
+                ExpressionAttributeValues={":u": uploaded_at})
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+
+    def set_pending(self, recipe: str, dataset: dict[str, Any]) -> bool:
+        """Make `dataset` the one waiting for the running run to end, unless newer data already waits, a
+        run has already started on newer data, or no run holds the lock any more (its release has already
+        looked for waiting data: data set now would wait for nothing).
+
+        Newer means a later upload time: an event delivered late never replaces what came after it.
+        False when it was not set; the caller reads the state to tell why."""
+        from botocore.exceptions import ClientError
+
+        uploaded_at = str(dataset.get("uploaded_at") or "")
+        condition = (f"attribute_exists({keys.RUNNING}) AND "
+                     "(attribute_not_exists(#p) OR attribute_not_exists(#p.#u) OR #p.#u <= :u)")
         if uploaded_at:
             condition += f" AND (attribute_not_exists({keys.NEWEST_STARTED}) OR {keys.NEWEST_STARTED} <= :u)"
         try:

@@ -71,12 +71,22 @@ def launch(env: TrainingEnv, hp: Hyperparameters) -> int:
         "-m", "lambdaforge.training",
     ]
     print(f"[lambdaforge] launching {' '.join(cmd[2:])}", flush=True)
-    proc = subprocess.Popen(cmd)
     # a SIGTERM for this process (a container's stop, where it is PID 1) goes on to torchrun, which hands it
     # to every worker: they save a checkpoint and stop, instead of being killed after the grace period
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: proc.send_signal(signal.SIGTERM))
+    started: list[subprocess.Popen[bytes]] = []
+    termed: list[bool] = []
+
+    def forward(signum: int, frame: object) -> None:
+        termed.append(True)
+        for proc in started:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, forward)
     try:
-        return proc.wait()
+        started.append(subprocess.Popen(cmd))
+        if termed:  # it came while torchrun was starting
+            started[0].send_signal(signal.SIGTERM)
+        return started[0].wait()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
