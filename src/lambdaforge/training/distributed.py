@@ -62,14 +62,14 @@ def master_addr(env: TrainingEnv) -> str:
 def launch(env: TrainingEnv, hp: Hyperparameters) -> int:
     """Re-run this entry point under torchrun and return its exit code."""
     node_rank = env.hosts.index(env.current_host) if env.current_host in env.hosts else 0
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run",
-        f"--nnodes={len(env.hosts)}", f"--node_rank={node_rank}",
-        f"--nproc_per_node={processes_per_node(env, hp)}",
-        f"--master_addr={master_addr(env)}",
-        f"--master_port={os.environ.get(envvars.MASTER_PORT, MASTER_PORT)}",
-        "-m", "lambdaforge.training",
-    ]
+    if len(env.hosts) > 1:
+        rendezvous = [f"--nnodes={len(env.hosts)}", f"--node_rank={node_rank}",
+                      f"--master_addr={master_addr(env)}",
+                      f"--master_port={os.environ.get(envvars.MASTER_PORT, MASTER_PORT)}"]
+    else:  # one host: a rendezvous on a free port (a fixed one can be taken by any socket on a busy machine)
+        rendezvous = ["--standalone", "--nnodes=1"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *rendezvous,
+           f"--nproc_per_node={processes_per_node(env, hp)}", "-m", "lambdaforge.training"]
     print(f"[lambdaforge] launching {' '.join(cmd[2:])}", flush=True)
     # a SIGTERM for this process (a container's stop, where it is PID 1) goes on to torchrun, which hands it
     # to every worker: they save a checkpoint and stop, instead of being killed after the grace period
