@@ -9,7 +9,6 @@ import base64
 import json
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ from lambdaforge.local.errors import FunctionError, LocalCloudError
 from lambdaforge.local.iam import INTERPRETER_KEY, Enforcer, Principal, normal_hook, s3_hook, trusts
 from lambdaforge.local.intrinsics import Resolver
 from lambdaforge.local.lambda_executor import LambdaExecutor
-from lambdaforge.local.sagemaker_executor import SageMakerExecutor
+from lambdaforge.local.sagemaker_executor import SageMakerExecutor, free_port
 from lambdaforge.local.stack import Context, LocalApi, create_stack
 from lambdaforge.local.template import translate
 from lambdaforge.project import project_root
@@ -72,11 +71,6 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _LogShipper:
@@ -167,7 +161,7 @@ class LocalCloud:
         from moto.server import ThreadedMotoServer
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         # The Step Functions interpreter calls localhost:$MOTO_PORT; everything here uses these credentials.
         self._set_env({envvars.MOTO_PORT: str(self.port), "AWS_ACCESS_KEY_ID": ACCESS_KEY,

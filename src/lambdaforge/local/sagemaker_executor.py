@@ -63,7 +63,8 @@ def _kill_tree(processes: list[Any]) -> None:
             process.kill()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (the local cloud's server, a job's rendezvous)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -379,7 +380,7 @@ class SageMakerExecutor:
 
     def _port_for(self, name: str) -> int:
         if name not in self._ports:
-            self._ports[name] = _free_port()
+            self._ports[name] = free_port()
         return self._ports[name]
 
     def _train(self, job: Any, trees: dict[str, JobTree], channels: dict[str, dict[str, Path]],
