@@ -92,7 +92,7 @@ def _resume(tree: JobTree, data: Path) -> tuple[list[str], list[str]]:
 
 
 def test_a_killed_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
-    tree, data = start(tmp_path, {"recipe": "digits", "epochs": 30, "checkpoint_every": 5})
+    tree, data = start(tmp_path, {"recipe": "digits", "epochs": 10, "checkpoint_every": 5})
     proc, _, _ = _run_until_checkpoint(tree, data, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     saved = latest_complete_step(tree.checkpoint_dir)
@@ -100,7 +100,7 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path: Path) -> None:
 
     resumed, _ = _resume(tree, data)
     assert resumed and f"step={saved} " in resumed[0]
-    assert open_model_dir(tree.model_dir).manifest.training.steps == 30 * 23  # 1437 rows / 64 per step
+    assert open_model_dir(tree.model_dir).manifest.training.steps == 10 * 23  # 1437 rows / 64 per step
 
 
 def test_a_run_killed_between_the_checkpoint_file_and_its_pointer_resumes_from_the_complete_one(
@@ -108,7 +108,7 @@ def test_a_run_killed_between_the_checkpoint_file_and_its_pointer_resumes_from_t
     """The race the kill test once hit: a `.pt` file on disk that no pointer names yet is never loaded."""
     import torch
 
-    tree, data = start(tmp_path, {"recipe": "digits", "epochs": 30, "checkpoint_every": 5})
+    tree, data = start(tmp_path, {"recipe": "digits", "epochs": 10, "checkpoint_every": 5})
     _run_until_checkpoint(tree, data, signal.SIGKILL)
     saved = latest_complete_step(tree.checkpoint_dir)
     assert saved is not None
@@ -124,7 +124,7 @@ def test_a_run_killed_between_the_checkpoint_file_and_its_pointer_resumes_from_t
     resumed, lines = _resume(tree, data)
     assert resumed and f"step={saved} " in resumed[0], resumed
     assert not [line for line in lines if "skipping" in line]  # the unpointed files were never opened
-    assert open_model_dir(tree.model_dir).manifest.training.steps == 30 * 23
+    assert open_model_dir(tree.model_dir).manifest.training.steps == 10 * 23
 
 
 def test_checkpoints_without_a_pointer_are_absent(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_sagemakers_grace_period(tmp
     tree, data = start(tmp_path, {"recipe": "digits", "epochs": 200, "checkpoint_every": 5})
     proc, lines, seconds = _run_until_checkpoint(tree, data, signal.SIGTERM)
     assert proc.returncode == 143
-    assert seconds < 30  # SageMaker allows 120 s
+    assert seconds < 120  # SageMaker allows 120 s before SIGKILL (a busy machine is slower, not wrong)
     assert "SIGTERM" in tree.failure_file.read_text()
     assert any("SIGTERM received" in line for line in lines)
     saved = latest_complete_step(tree.checkpoint_dir)
