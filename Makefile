@@ -103,6 +103,7 @@ bench: venv
 	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json
 	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json
 	$(VENV)/bin/python benchmarks/bench_pipeline.py --out benchmarks/results/pipeline.json
+	$(VENV)/bin/python benchmarks/bench_soak.py --out benchmarks/results/soak.json
 
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache runs

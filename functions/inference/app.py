@@ -24,12 +24,13 @@ from lambdaforge.runtime.schemas import PredictRequest, PredictResponse
 logger = Logger()
 tracer = make_tracer()
 metrics = make_metrics()
-app = APIGatewayHttpResolver(enable_validation=True)
-http.install(app, logger)
+http.version_dimension(metrics)
+app = APIGatewayHttpResolver(enable_validation=True, json_body_deserializer=http.bounded_json)
+http.install(app, logger, get_predictor)
 MAX_BODY_BYTES = http.max_body_bytes()
 
 
-@app.post("/predict", summary="Predict a batch", responses=http.PREDICT_RESPONSES)
+@app.post("/predict", summary="Predict a batch")
 @tracer.capture_method
 def predict(request: PredictRequest) -> PredictResponse:
     predictor = get_predictor()
@@ -56,7 +57,16 @@ def model() -> dict[str, Any]:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     refused = http.precheck(event, MAX_BODY_BYTES)
-    return refused.proxy() if refused else app.resolve(event, context)
+    head = http.head_as_get(event, app)
+    try:
+        answer = refused.proxy() if refused else app.resolve(event, context)
+    except Exception:
+        add_metrics(metrics, **http.status_metrics(500))  # the version's own count sees it too, then Lambda's
+        raise
+    if head:
+        answer["body"] = ""
+    add_metrics(metrics, **http.status_metrics(answer.get("statusCode", 200)))
+    return answer
 
 
 if (not_loaded := preload()) is not None:

@@ -44,6 +44,7 @@ CACHE_DIR = "LAMBDAFORGE_CACHE_DIR"
 MAX_BODY_BYTES = "MAX_BODY_BYTES"
 SKIP_PRELOAD = "LAMBDAFORGE_SKIP_PRELOAD"  # "1": load the model on the first request, not at init
 LAMBDA_MEMORY_MB = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"
+LAMBDA_FUNCTION_VERSION = "AWS_LAMBDA_FUNCTION_VERSION"  # set by Lambda: "$LATEST" or the published number
 
 # --- pipeline (trigger, quantize, promote)
 DATA_BUCKET = "DATA_BUCKET"
@@ -60,10 +61,18 @@ PROMOTE_FUNCTION_NAME = "PROMOTE_FUNCTION_NAME"
 INFERENCE_ALIAS = "INFERENCE_ALIAS"
 CANARY_PERCENT = "CANARY_PERCENT"
 CANARY_ALARMS = "CANARY_ALARMS"
+CANARY_SECONDS = "CANARY_SECONDS"  # how long the workflow waits on a canary (the template's CanarySeconds)
+# how long it then waits for the window's metrics to reach CloudWatch (EMF extraction and alarm evaluation lag)
+METRICS_SETTLE_SECONDS = "METRICS_SETTLE_SECONDS"
 QUANT_MODE = "QUANT_MODE"
 MAX_ACCURACY_DROP = "MAX_ACCURACY_DROP"
 MIN_ACCURACY = "MIN_ACCURACY"
+# "true": a candidate whose contract differs from the live model's (labels, inputs, tokenizer, metric) may be
+# promoted, on the floor alone; otherwise the gate refuses it. Set it for one deliberate run, then unset it.
+ALLOW_CONTRACT_CHANGE = "ALLOW_CONTRACT_CHANGE"
 MAX_ARTIFACT_BYTES = "MAX_ARTIFACT_BYTES"
+# The function's EphemeralStorage in MB (the template sets it beside the property): /tmp is no bigger.
+EPHEMERAL_STORAGE_MB = "EPHEMERAL_STORAGE_MB"
 TRAINING_HYPERPARAMETERS = "TRAINING_HYPERPARAMETERS"
 
 # --- AWS and the local cloud
@@ -99,6 +108,16 @@ def setting(explicit: T | None, name: str, default: T, cast: Callable[[str], T] 
         from lambdaforge.errors import ConfigurationError
 
         raise ConfigurationError(f"environment variable {name}={raw!r} is not valid: {exc}") from exc
+
+
+def flag(raw: str) -> bool:
+    """A boolean environment variable: true/false, 1/0, yes/no (any case); anything else is an error."""
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def region(explicit: str | None = None) -> str | None:

@@ -127,6 +127,7 @@ def build(**env_overrides: str) -> Stack:
         "STATE_MACHINE_ARN": stack.state_machine_arn, "FAILURE_TOPIC_ARN": stack.topic_arn,
         "INFERENCE_FUNCTION_NAME": stack.inference_function, "INFERENCE_ALIAS": "live", "CANARY_PERCENT": "10",
         "CANARY_ALARMS": "", "DATA_PREFIX": "data/", "MAX_UPLOAD_BYTES": str(50 * 2**20),
+        "CANARY_SECONDS": "0", "METRICS_SETTLE_SECONDS": "0",  # tests decide a canary as soon as they put its data
         "POWERTOOLS_SERVICE_NAME": "test", "POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
         "POWERTOOLS_METRICS_NAMESPACE": "lambdaforge", "QUANT_MODE": "auto", "MAX_ACCURACY_DROP": "0.005",
         "MIN_ACCURACY": "0.0",

@@ -45,8 +45,8 @@ DIGITS_BAD: list[tuple[str, dict[str, Any], int, tuple[str, ...]]] = [
     ("null instance", {"body": {"instances": [None]}}, 422, ("instances[0]",)),
     ("booleans as pixels", {"body": {"instances": [[True] * 64]}}, 422, ("instances[0]", "not a number")),
     ("strings inside", {"body": {"instances": [["1"] * 64]}}, 422, ("instances[0]", "not a number")),
-    ("infinity", {"raw": ('{"instances": [[' + ",".join(["1e999"] * 64) + "]]}").encode()}, 422,
-     ("instances[0]", "infinity")),
+    ("infinity", {"raw": ('{"instances": [[' + ",".join(["1e999"] * 64) + "]]}").encode()}, 400,
+     ("1e999", "too large")),
     ("above the maximum", {"body": {"instances": [[17] * 64]}}, 422, ("instances[0]", "above the maximum 16")),
     ("below the minimum", {"body": {"instances": [[-1] * 64]}}, 422, ("instances[0]", "below the minimum 0")),
     ("unknown field", {"body": {"instances": [ZERO], "foo": 1}}, 422, ("foo",)),
@@ -81,5 +81,5 @@ def test_routes_and_methods(digits_api: Api) -> None:
     r = digits_api.get("/nope")
     assert r.status_code == 404 and "no route GET /nope" in r.json()["message"]
     r = digits_api.get("/predict")
-    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed" and r.headers["Allow"] == "POST"
 

@@ -115,6 +115,66 @@ def test_a_bad_marker_is_rejected(stack: Stack) -> None:
     assert stack.executions() == []
 
 
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"hyperparameters": {"epochs": ' + b"9" * 5000 + b"}}",
+     "holds a number too long to read (Exceeds the limit (4300 digits)"),  # int()'s limit: a ValueError
+    (b"[" * 30_000 + b"]" * 30_000, "nested too deeply to read"),  # under the size limit: a RecursionError
+    (b'{"hyperparameters": ' * 2_500 + b"{}" + b"}" * 2_500, "nested too deeply to read"),
+])
+def test_a_marker_json_cannot_read_is_rejected_not_retried(stack: Stack, body: bytes, reason: str) -> None:
+    """Were the trigger to raise, EventBridge would retry it into the DLQ and the upload would never be
+    recorded or announced: every marker gets the reject path."""
+    out = call(stack, stack.s3_event("data/digits/deep/_READY", body))
+    assert out["status"] == "rejected" and reason in out["detail"], out
+    assert "data/digits/deep/: the _READY marker" in out["detail"]
+    assert "set_int_max_str_digits" not in out["detail"]
+    assert stack.executions() == []
+    messages = stack.notifications()
+    assert len(messages) == 1 and reason in messages[0]
+    (run,) = Runs(stack.registry_table).log("digits")
+    assert run["status"] == "REJECTED" and reason in run["cause"]
+
+
+@pytest.mark.parametrize(("hps", "reason"), [
+    ({"sagemaker_program": "evil.py"}, "'sagemaker_program' is reserved for SageMaker"),
+    ({"sagemaker_submit_directory": "s3://elsewhere/code.tar.gz"}, "'sagemaker_submit_directory' is reserved"),
+    ({"_tuning_objective_metric": "loss"}, "'_tuning_objective_metric' is reserved"),
+    ({"recipe": "text"}, "'recipe' is set by the pipeline"),
+    ({"nope": 1}, "unknown hyperparameter 'nope' for recipe 'digits'"),
+    ({"epochs": "many"}, "epochs='many'"),
+    ({"batch_size": True}, "batch_size=True: expected int, got a boolean"),
+    ({"epochs": 100_000}, "epochs=100000 is out of range [1, 1000]"),
+    ({"lr": float("nan")}, "lr=nan is out of range (0, 10]"),  # json.loads accepts NaN
+    ({"dropout": 0.99}, "dropout=0.99 is out of range [0, 0.95]"),  # the recipe's own key, its own range
+    ({"epochs": 10**400}, "epochs=<an integer of 401 digits> is out of range [1, 1000]"),  # no float holds it
+    ({"lr": 10**400}, "lr=<an integer of 401 digits>: the number is too large"),
+])
+def test_a_marker_with_refused_hyperparameters_starts_nothing_and_is_announced(stack: Stack, hps: dict[str, Any],
+                                                                               reason: str) -> None:
+    out = call(stack, stack.s3_event("data/digits/ds/_READY", json.dumps({"hyperparameters": hps}).encode()))
+    assert out["status"] == "rejected" and reason in out["detail"] and "ds/_READY marker" in out["detail"], out
+    assert stack.executions() == []
+    messages = stack.notifications()
+    assert len(messages) == 1 and reason in messages[0]
+    (run,) = Runs(stack.registry_table).log("digits")
+    assert run["status"] == "REJECTED" and reason in run["cause"]
+
+
+def test_marker_hyperparameters_are_typed_and_stack_defaults_are_checked_too(stack: Stack) -> None:
+    marker = {"hyperparameters": {"epochs": "3", "lr": 0.01, "augment": "false", "dropout": 0}}
+    out = call(stack, stack.s3_event("data/digits/ok/_READY", json.dumps(marker).encode()))
+    assert out["status"] == "started", out
+    (execution,) = stack.executions()
+    hps = json.loads(stack.client("stepfunctions").describe_execution(
+        executionArn=execution["executionArn"])["input"])["training"]["hyperparameters"]
+    assert (hps["epochs"], hps["lr"], hps["augment"], hps["dropout"]) == ("3", "0.01", "false", "0.0")
+    stack.env["TRAINING_HYPERPARAMETERS"] = json.dumps({"sagemaker_region": "us-west-2"})
+    out = call(stack, stack.s3_event("data/text/b.csv", b"text,label\nhi,a\n"))
+    assert out["status"] == "rejected"
+    assert "TRAINING_HYPERPARAMETERS: hyperparameter 'sagemaker_region' is reserved" in out["detail"]
+    assert len(stack.executions()) == 1
+
+
 def test_data_during_a_run_is_coalesced_and_starts_when_the_run_ends(stack: Stack) -> None:
     first = call(stack, stack.s3_event("data/digits/a.csv", CSV))
     second = call(stack, stack.s3_event("data/digits/b.csv", CSV))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,7 +44,8 @@ def test_pass_role_only_to_sagemaker_and_only_the_training_role(translated: Any)
 
 
 def test_wildcard_resources_only_for_actions_without_resource_level_permissions(translated: Any) -> None:
-    allowed = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "xray:PutTraceSegments",
+    allowed = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics",
+               "xray:PutTraceSegments",
                "xray:PutTelemetryRecords", "xray:GetSamplingRules", "xray:GetSamplingTargets",
                "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
                "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
@@ -74,3 +76,27 @@ def test_inference_function_rolls_out_through_alias_live_with_alarms(translated:
     assert len(group["Properties"]["AlarmConfiguration"]["Alarms"]) == 2
     env = translated.resources["InferenceFunction"]["Properties"]["Environment"]["Variables"]
     assert env["MODEL_URI"] == ""  # a code deploy serves the registry's live model, never a stale pin
+
+
+def test_training_jobs_cannot_write_where_the_training_code_lives(translated: Any) -> None:
+    # the source bundle under source/ is what every later job runs: a job may read it, never replace it
+    role = translated.resources["SageMakerExecutionRole"]["Properties"]
+    writes = {"s3:PutObject", "s3:DeleteObject"}
+    granted: dict[str, list[str]] = {}
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            for action in set(actions(statement)) & writes:
+                granted.setdefault(action, []).extend(json.dumps(r) for r in resources)
+    assert set(granted) == writes
+    for resource in (r for rs in granted.values() for r in rs):  # objects only under the job's output prefixes
+        assert "/training/*" in resource or "/checkpoints/*" in resource or "Fn::GetAtt" in resource, resource
+
+
+def test_each_function_that_writes_tmp_knows_its_ephemeral_storage(translated: Any) -> None:
+    for logical_id, resource in translated.resources.items():
+        props = resource.get("Properties", {})
+        if resource["Type"] != "AWS::Lambda::Function" or "EphemeralStorage" not in props:
+            continue
+        env = props["Environment"]["Variables"]
+        assert env.get("EPHEMERAL_STORAGE_MB") == str(props["EphemeralStorage"]["Size"]), logical_id

@@ -19,7 +19,8 @@ HANDLER_MODELS = {"${QuantizeFunctionArn}": QuantizeRequest, "${PromoteFunctionA
 def substitute(asl: dict[str, Any]) -> str:
     text = json.dumps(asl)
     values = {"InstanceCount": "1", "VolumeSizeGB": "30", "MaxRuntimeSeconds": "3600", "MaxWaitSeconds": "7200",
-              "PollSeconds": "60", "CanarySeconds": "300", "UseSpot": "true", "PollMarginSeconds": "3600"}
+              "PollSeconds": "60", "CanarySeconds": "300", "MetricsSettleSeconds": "180", "UseSpot": "true",
+              "PollMarginSeconds": "3600"}
     return re.sub(r"\$\{(\w+)\}", lambda m: values.get(m.group(1), f"arn-or-name-{m.group(1)}"), text)
 
 
@@ -92,6 +93,32 @@ def test_substitutions_match_the_template(asl: dict[str, Any], translated: Any) 
     used = set(re.findall(r"\$\{(\w+)\}", json.dumps(asl)))
     given = set(translated.source["Resources"]["RetrainStateMachine"]["Properties"]["DefinitionSubstitutions"])
     assert used == given
+
+
+def test_finalize_waits_for_the_canary_window_then_for_its_metrics_to_settle(asl: dict[str, Any],
+                                                                             translated: Any) -> None:
+    """EMF metrics from the Lambda logs, and the alarms' evaluation of them, reach CloudWatch 1-3 minutes
+    late: a finalize at the end of the window would not see its last minutes' errors."""
+    states = asl["States"]
+    assert states["PromoteCanary"]["Next"] == "WaitCanary"
+    assert states["WaitCanary"] == {"Type": "Wait", "SecondsPath": "$.config.canary_seconds",
+                                    "Next": "WaitMetricsSettle"}
+    settle = states["WaitMetricsSettle"]
+    assert (settle["Type"], settle["SecondsPath"], settle["Next"]) == (
+        "Wait", "$.config.metrics_settle_seconds", "PromoteFinalize")
+    prepare = states["Prepare"]["Parameters"]
+    assert prepare["canary_seconds.$"] == "States.StringToJson('${CanarySeconds}')"
+    assert prepare["metrics_settle_seconds.$"] == "States.StringToJson('${MetricsSettleSeconds}')"
+    source = translated.source
+    parameter = source["Parameters"]["MetricsSettleSeconds"]
+    assert (parameter["Type"], parameter["Default"], parameter["MinValue"]) == ("Number", 180, 0)
+    substitutions = source["Resources"]["RetrainStateMachine"]["Properties"]["DefinitionSubstitutions"]
+    assert substitutions["MetricsSettleSeconds"] == {"Ref": "MetricsSettleSeconds"}
+    assert substitutions["CanarySeconds"] == {"Ref": "CanarySeconds"}
+    # the promote function knows the same lengths: a finalize asked sooner refuses to decide
+    env = source["Resources"]["PromoteFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["CANARY_SECONDS"] == {"Ref": "CanarySeconds"}
+    assert env["METRICS_SETTLE_SECONDS"] == {"Ref": "MetricsSettleSeconds"}
 
 
 @pytest.mark.parametrize("function", sorted(HANDLER_MODELS))

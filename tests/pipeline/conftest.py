@@ -25,6 +25,7 @@ from lambdaforge.local.up import RunResult, follow, start_gateway, wait_for_new_
 from lambdaforge.recipes import get_recipe
 from lambdaforge.registry import Catalog, CatalogState, Runs, RunState
 
+EPOCHS = 8  # what every digits run trains here (the stack's TrainingHyperparameters)
 ONE = [0, 0, 0, 2, 16, 16, 2, 0, 0, 0, 0, 4, 16, 16, 2, 0, 0, 1, 4, 12, 16, 12, 0, 0, 0, 7, 16, 16, 16, 12, 0, 0,
        0, 0, 3, 10, 16, 14, 0, 0, 0, 0, 0, 8, 16, 12, 0, 0, 0, 0, 0, 6, 16, 16, 2, 0, 0, 0, 0, 2, 12, 15, 4, 0]
 
@@ -106,7 +107,11 @@ class Pipeline:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     state = tmp_path_factory.mktemp("local-cloud")
-    cloud = LocalCloud(state_dir=state, parameters={"Recipe": "digits"})
+    # Every upload trains EPOCHS unless it says otherwise: the same data and seed then make the same model,
+    # so a new run is exactly as good as live and the champion/challenger gate lets it through.
+    # The local EMF path is synchronous (metrics land as the function answers): nothing to settle.
+    cloud = LocalCloud(state_dir=state, parameters={"Recipe": "digits", "MetricsSettleSeconds": "0",
+                                                    "TrainingHyperparameters": json.dumps({"epochs": EPOCHS})})
     cloud.start()
     try:
         gateway = start_gateway(cloud, 0)
@@ -204,7 +209,7 @@ def bad_data_run(live: Pipeline) -> BadDataRun:
 def promoted_again(live: Pipeline) -> int:
     """A new version promoted now, so that live has an earlier version to go back to; its number."""
     version = live.next_version()
-    live.upload_folder(f"again-{uuid.uuid4().hex[:8]}", epochs=4)
+    live.upload_folder(f"again-{uuid.uuid4().hex[:8]}", epochs=EPOCHS)
     succeeded(live, live.next_run())
     assert live.catalog().state("digits").live == version
     return version

@@ -21,6 +21,7 @@ import requests
 from lambdaforge.local.audit import audit, report
 from tests.conftest import load_event
 from tests.pipeline.conftest import (
+    EPOCHS,
     ONE,
     BadDataRun,
     FirstPromotion,
@@ -92,7 +93,7 @@ def test_duplicate_events_start_one_run(live: Pipeline) -> None:
     s3.upload_file(str(pipeline.data), pipeline.bucket, "data/digits/dup/digits.csv")
     time.sleep(1)
     assert len(pipeline.executions()) == executions_before  # the file alone starts nothing
-    body = json.dumps({"hyperparameters": {"epochs": 4}}).encode()
+    body = json.dumps({"hyperparameters": {"epochs": EPOCHS}}).encode()
     marker = s3.put_object(Bucket=pipeline.bucket, Key="data/digits/dup/_READY", Body=body)
     first = pipeline.next_run()
     # EventBridge delivers the same object-created event again (at-least-once delivery)

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lambdaforge.runtime.errors import InvalidInputError, ModelNotReadyError, RuntimeModelError
-from lambdaforge.runtime.http import ErrorAnswer, field_path, invalid_request, model_error, not_found
+from lambdaforge.runtime.http import (
+    ErrorAnswer,
+    bounded_json,
+    field_path,
+    invalid_request,
+    is_json,
+    media_type,
+    model_error,
+    not_found,
+    precheck,
+    status_metrics,
+)
 
 
 def test_every_answer_has_the_one_body_shape() -> None:
@@ -45,3 +58,55 @@ def test_model_errors_map_to_422_and_503() -> None:
     assert (not_ready.status, not_ready.code) == (503, "model_not_ready")
     assert model_error(RuntimeModelError("corrupt")).code == "model_unavailable"
     assert not_found("GET", "/nope").message == "no route GET /nope; see /docs"
+
+
+@pytest.mark.parametrize(("doc", "words"), [
+    ("[" * 100_000 + "]" * 100_000, "nested more than 32"),  # json.loads alone: RecursionError
+    ("[" * 33 + "]" * 33, "nested more than 32"),
+    ("1" * 400, "400 characters"),  # OverflowError once it became a float
+    ("1" * 5000, "5000 characters"),  # ValueError from int() (4,300 digits)
+    ("1e309", "too large for a 64-bit float"),  # infinity
+    ("-1e309", "too large for a 64-bit float"),
+    ("NaN", "NaN is not JSON"),
+    ("Infinity", "Infinity is not JSON"),
+    ("{" + ",".join(f'"k{i}": 1' for i in range(50_000)) + "}", "50000 keys"),
+    ('"\\ud800"', "lone surrogate"),
+    ('{"a": 1, "a": 2}', "appears twice"),
+])
+def test_bounded_json_refuses_what_would_become_a_500(doc: str, words: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as caught:
+        bounded_json(doc)
+    assert words in caught.value.msg
+
+
+def test_bounded_json_reads_ordinary_json_as_json_loads_does() -> None:
+    doc = '{"instances": [[0, 1.5, -2e3, 16]], "top_k": 3, "s": "caf\\u00e9 \\ud83d\\ude00"}'
+    assert bounded_json(doc) == json.loads(doc)
+    assert bounded_json("[" * 32 + "]" * 32) == json.loads("[" * 32 + "]" * 32)
+
+
+@pytest.mark.parametrize(("header", "kind", "json_"), [
+    ("application/json", "application/json", True), ("Application/JSON; charset=UTF-8", "application/json", True),
+    ("application/vnd.api+json", "application/vnd.api+json", True), ("text/json", "text/json", False),
+    ("text/plain", "text/plain", False), ("application/jsonx", "application/jsonx", False)])
+def test_media_types_are_case_insensitive_and_plus_json_is_json(header: str, kind: str, json_: bool) -> None:
+    assert media_type({"Content-Type": header})[0] == kind
+    assert is_json(kind) is json_
+
+
+def test_a_json_content_type_reaches_the_resolver_in_its_one_spelling() -> None:
+    event = {"requestContext": {"http": {"method": "POST"}}, "headers": {"content-type": "Application/JSON"},
+             "body": "{}"}
+    assert precheck(event, 100) is None and event["headers"] == {"content-type": "application/json"}
+    latin = {"requestContext": {"http": {"method": "POST"}},
+             "headers": {"content-type": "application/json;charset=latin-1"}, "body": "{}"}
+    refused = precheck(latin, 100)
+    assert refused is not None and (refused.status, refused.code) == (415, "unsupported_media_type")
+
+
+def test_each_answer_counts_once_in_its_class() -> None:
+    counts = {status: {k: v for k, (_, v) in status_metrics(status).items()} for status in (200, 422, 503, 500)}
+    assert counts[200] == {"Answers": 1, "ClientErrors": 0, "ServerErrors": 0, "Unavailable": 0}
+    assert counts[422] == {"Answers": 1, "ClientErrors": 1, "ServerErrors": 0, "Unavailable": 0}
+    assert counts[503] == {"Answers": 1, "ClientErrors": 0, "ServerErrors": 1, "Unavailable": 1}
+    assert counts[500] == {"Answers": 1, "ClientErrors": 0, "ServerErrors": 1, "Unavailable": 0}

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from lambdaforge.recipes import get_recipe
+from lambdaforge.recipes import get_recipe, hyperparameter_spec
 from lambdaforge.recipes.errors import HyperparameterError
-from lambdaforge.recipes.hparams import parse_cli_pairs, parse_hyperparameters
+from lambdaforge.recipes.hparams import HyperparameterSpec, parse_cli_pairs, parse_hyperparameters
 from lambdaforge.training import METRIC_DEFINITIONS, TrainingEnv, metric_line, parse_line
 from lambdaforge.training.contract import decode_hyperparameters
 from lambdaforge.training.errors import TrainingError
@@ -77,6 +79,47 @@ def test_hyperparameters_are_typed_and_validated() -> None:
         parse_hyperparameters(recipe, {"batch_size": 0})
     with pytest.raises(HyperparameterError, match="is not key=value"):
         parse_cli_pairs(["epochs"])
+
+
+def test_inside_the_job_toolkit_keys_are_tolerated_but_ranges_apply() -> None:
+    recipe = get_recipe("digits")
+    hp = parse_hyperparameters(recipe, {"sagemaker_region": "eu-west-1", "_tuning_objective_metric": "x"})
+    assert hp.epochs == 25
+    with pytest.raises(HyperparameterError, match=r"dropout=0.99 is out of range \[0, 0.95\]"):
+        parse_hyperparameters(recipe, {"dropout": "0.99"})
+    with pytest.raises(HyperparameterError, match=r"epochs=5000 is out of range \[1, 1000\]"):
+        parse_hyperparameters(recipe, {"epochs": 5000})
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"epochs": 10**400}, r"epochs=<an integer of 401 digits> is out of range \[1, 1000\]"),
+    ({"seed": -(10**400)}, r"seed=<an integer of 401 digits> is out of range \[0, 4.29497e\+09\]"),
+    ({"lr": 10**400}, r"lr=<an integer of 401 digits>: the number is too large"),
+    ({"dropout": 10**400}, r"dropout=<an integer of 401 digits>: the number is too large"),  # the recipe's key
+    ({"epochs": "9" * 5000}, r"epochs='9{36}\.\.\.: expected int, got 5000 characters"),
+])
+def test_numbers_no_float_can_hold_are_refused_not_overflowed(raw: dict[str, object], message: str) -> None:
+    """float(10**400) and math.isfinite(10**400) raise OverflowError: it must be a HyperparameterError,
+    at the trigger (an uploader's marker) and inside the job alike."""
+    from lambdaforge.recipes.hparams import check_requested
+
+    with pytest.raises(HyperparameterError, match=f"m: hyperparameter {message}"):
+        check_requested("digits", raw, hyperparameter_spec("digits"), source="m")
+    with pytest.raises(HyperparameterError, match=message):
+        parse_hyperparameters(get_recipe("digits"), raw)
+
+
+def test_the_built_in_recipes_declare_their_hyperparameters_where_the_trigger_reads_them() -> None:
+    # the trigger has no numpy or torch: checking a marker must not import a recipe module
+    code = ("import sys; from lambdaforge.recipes import hyperparameter_spec; "
+            "from lambdaforge.recipes.hparams import check_requested; "
+            "print(check_requested('text', {'train_layers': '2'}, hyperparameter_spec('text'), source='m')); "
+            "print(sorted(m for m in ('numpy', 'torch', 'lambdaforge.recipes.text') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["{'train_layers': 2}", "[]"]
+    for name in ("digits", "text"):
+        recipe = get_recipe(name)
+        assert hyperparameter_spec(name) == HyperparameterSpec(dict(recipe.defaults), dict(recipe.bounds))
 
 
 def test_metric_definitions_match_the_printed_lines() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from lambdaforge import envvars
 from lambdaforge.cloud.errors import StackNotFoundError
 from lambdaforge.cloud.stack import StackRef
-from lambdaforge.local import fidelity
+from lambdaforge.local import emf, fidelity
 from lambdaforge.local.errors import FunctionError, LocalCloudError
 from lambdaforge.local.iam import INTERPRETER_KEY, Enforcer, Principal, normal_hook, s3_hook, trusts
 from lambdaforge.local.intrinsics import Resolver
@@ -34,7 +34,9 @@ ACCOUNT = "123456789012"
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"  # noqa: S105 - moto's fixed local credentials
 # Template parameters that make sense on one machine: fast polling and canaries, an open local API.
-LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "ApiAuth": "NONE", "EnableTracing": "false"}
+# The local executor turns EMF lines into metrics as the function answers: there is no lag to settle.
+LOCAL_PARAMETERS = {"TrainingPollSeconds": "2", "CanarySeconds": "3", "MetricsSettleSeconds": "0", "ApiAuth": "NONE",
+                    "EnableTracing": "false"}
 STATE_FILE = "local.json"
 
 
@@ -423,6 +425,10 @@ class LocalCloud:
         if key not in self._streams:
             self._streams[key] = f"{time.strftime('%Y/%m/%d')}/[{version}]{uuid.uuid4().hex}"
         self.logs.line(function, group, self._streams[key], line)
+        try:  # CloudWatch Logs turns EMF lines into metrics in AWS
+            emf.put(ACCOUNT, self.region, line)
+        except Exception as exc:  # a bad line must not stop the function's log pump
+            self.logs.recent["local-cloud"].append(f"EMF line of {function}:{version} not stored: {exc}")
 
     def _job_log(self, job: str, line: str) -> None:
         assert self.logs is not None

@@ -5,6 +5,9 @@ The local cloud applies them for as long as it runs; the in-process moto tests a
 
 - Lambda aliases: every update gets a new RevisionId, and UpdateAlias with a RevisionId that is
   no longer current fails with PreconditionFailedException (moto ignores RevisionId).
+- CloudWatch alarms (`lambdaforge.local.alarms`): state changes are kept as alarm history,
+  DescribeAlarmHistory exists, PutMetricData evaluates the alarms that watch the metric, and
+  PutMetricAlarm on an existing alarm keeps its state.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def alias_revision_patches() -> list[Patch]:
 
 
 def patches() -> list[Patch]:
-    return alias_revision_patches()
+    from lambdaforge.local import alarms
+
+    return [*alias_revision_patches(), *alarms.patches()]
 
 
 _ABSENT = object()  # a patched attribute the class did not define itself

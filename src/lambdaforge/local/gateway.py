@@ -22,6 +22,11 @@ Invoker = Callable[[dict[str, Any]], dict[str, Any]]
 Authorizer = Callable[[str, str, dict[str, str], bytes], str | None]  # returns an error message or None
 
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # HTTP APIs refuse larger payloads
+# A synchronous Lambda invoke takes at most 6 MiB of event JSON (RequestEntityTooLargeException): a body
+# under API Gateway's 10 MB can still be too large for the function once it is in the event (base64
+# adds a third). Reported answers from API Gateway are a 413; this gateway answers that way.
+LAMBDA_MAX_EVENT = 6 * 1024 * 1024
+_DRAIN_CAP = 256 * 1024 * 1024  # read at most this much of an oversized body before answering 413
 _TEXT_TYPES = ("application/json", "text/", "application/xml", "application/javascript", "+json")
 
 
@@ -103,13 +108,61 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.access_log:
             self.server.access_log(f"{self.address_string()} {format % args}")
 
+    def __getattr__(self, name: str) -> Any:
+        """Every method reaches the function, as with a `$default` route (TRACE, or a made-up one, too):
+        the app answers 404 or 405 in its own JSON, never the standard library's HTML 501."""
+        if name.startswith("do_") and name[3:].isalpha():
+            return self._handle
+        raise AttributeError(name)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """A request the server cannot read (a bad request line, headers too long) gets JSON, not HTML."""
+        self._send(*_json(code, message or self.responses.get(code, ("Error",))[0]), close=True)
+
+    def _body(self) -> bytes | None:
+        """The request body, or None when it is over API Gateway's limit. An oversized body is read to its
+        end (up to a cap) before the 413, so the client sees the answer instead of a reset connection."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks, total = [], 0
+            while True:
+                size = int(self.rfile.readline(65537).split(b";")[0].strip() or b"0", 16)
+                if size < 0:
+                    raise ValueError("negative chunk size")
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                total += size
+                data = self.rfile.read(size)
+                self.rfile.readline(3)
+                if total <= API_GATEWAY_MAX_BODY:
+                    chunks.append(data)
+                elif total > _DRAIN_CAP:
+                    return None
+            return b"".join(chunks) if total <= API_GATEWAY_MAX_BODY else None
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length <= API_GATEWAY_MAX_BODY:
+            return self.rfile.read(length) if length else b""
+        left = min(length, _DRAIN_CAP)
+        while left > 0:
+            got = self.rfile.read(min(left, 1 << 20))
+            if not got:
+                break
+            left -= len(got)
+        return None
+
     def _handle(self) -> None:
         started = time.perf_counter()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > API_GATEWAY_MAX_BODY:
+        try:
+            body = self._body()
+        except ValueError:
+            self._send(*_json(400, "Bad Request"), close=True)
+            return
+        if body is None:
             self._send(*_json(413, "Request Entity Too Large"), close=True)
             return
-        body = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
         if self.server.authorizer:
             denied = self.server.authorizer(self.command, self.path, headers, body)
@@ -119,6 +172,9 @@ class _Handler(BaseHTTPRequestHandler):
         host, port = self.server.server_address[:2]
         event = http_event(self.command, self.path, headers, body, source_ip=str(self.client_address[0]),
                            host=f"{host.decode() if isinstance(host, bytes) else host}:{port}")
+        if len(body) > LAMBDA_MAX_EVENT // 2 and len(json.dumps(event).encode()) > LAMBDA_MAX_EVENT:
+            self._send(*_json(413, "Request Entity Too Large"))
+            return
         try:
             result = self.server.invoker(event)
             status, out_headers, payload = http_response(result)
@@ -143,12 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _handle
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 overflows when a few dozen clients connect at once, and the
+    # kernel then resets connections it had half accepted; API Gateway never does that to a client
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], invoker: Invoker, authorizer: Authorizer | None,
                  access_log: Callable[[str], None] | None) -> None:

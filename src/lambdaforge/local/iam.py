@@ -188,7 +188,9 @@ def _lambda_resource(params: dict[str, Any], path: str, region: str, account: st
 
 
 def _alarm(params: dict[str, Any], region: str, account: str) -> str | None:
-    names = _listed(params.get("AlarmNames"))
+    """The alarm a request names (AlarmNames for the plural actions; AlarmName for PutMetricAlarm,
+    SetAlarmState, DescribeAlarmHistory), as IAM checks them against the alarm's ARN."""
+    names = _listed(params.get("AlarmNames")) or _listed(params.get("AlarmName"))
     return _arn("cloudwatch", region, account, f"alarm:{names[0]}") if names else None
 
 

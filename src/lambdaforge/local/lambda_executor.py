@@ -24,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from lambdaforge.local.errors import LocalCloudError
+from lambdaforge.local.worker import END_PREFIX
 
 LogSink = Callable[[str, str, str], None]  # (function name, version, line)
 RoleCredentials = Callable[[str, str], dict[str, str]]  # (role ARN, session name) -> AWS_* variables
 WORKER_START_TIMEOUT = 120.0
+OUTPUT_DRAIN_TIMEOUT = 5.0  # seconds to wait for an invocation's last output line after its answer
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class _Worker:
         self._results = os.fdopen(read_fd, "r")
         self._lines: queue.Queue[str] = queue.Queue()
         self.captured: list[str] | None = None
+        self._end_line = ""
+        self._ended = threading.Event()
         threading.Thread(target=self._pump, args=(sink,), daemon=True).start()
         ready = self._read(WORKER_START_TIMEOUT)
         if ready is None or not ready.get("ready"):
@@ -80,6 +84,8 @@ class _Worker:
             if self.captured is not None:
                 self.captured.append(text)
             sink(self.name, self.version, text)
+            if text == self._end_line:
+                self._ended.set()
 
     def _read(self, timeout: float) -> dict[str, Any] | None:
         ready, _, _ = select.select([self._results], [], [], timeout)
@@ -92,12 +98,17 @@ class _Worker:
         assert self.proc.stdin is not None
         request_id = context["aws_request_id"]
         self.captured = []
+        self._end_line = f"{END_PREFIX}{request_id}"
+        self._ended.clear()
         try:
             self.proc.stdin.write(json.dumps({"id": request_id, "event": event, "context": context}) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return {"errorType": "Runtime.ExitError", "errorMessage": "the execution environment exited"}, True, []
         response = self._read(timeout)
+        if response is not None:
+            # every line it printed has been through the sink (logs, EMF metrics) before the caller hears back
+            self._ended.wait(OUTPUT_DRAIN_TIMEOUT)
         logs, self.captured = self.captured, None
         if response is None:
             self.kill()

@@ -2,7 +2,9 @@
 
 It imports the handler once (the cold start), then answers invocations read as JSON lines on
 stdin, writing each result on its own pipe (fd in LAMBDAFORGE_WORKER_FD) so that whatever the
-handler prints stays a log line, as in Lambda.
+handler prints stays a log line, as in Lambda. Each invocation's output ends with Lambda's
+`END RequestId: <id>` line, so the executor knows it has read (and turned into metrics) every line
+the invocation printed before it answers the caller.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import sys
 import time
 import traceback
 from typing import Any
+
+END_PREFIX = "END RequestId: "
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -41,6 +45,7 @@ def main() -> int:
         request = json.loads(line)
         context = LocalLambdaContext(**request["context"])
         if init_error is not None:
+            print(f"{END_PREFIX}{request['id']}", flush=True)
             out.write(json.dumps({"id": request["id"], "error": init_error}) + "\n")
             continue
         try:
@@ -50,6 +55,7 @@ def main() -> int:
             payload = json.dumps({"id": request["id"], "error": _error(exc)})
         sys.stdout.flush()
         sys.stderr.flush()
+        print(f"{END_PREFIX}{request['id']}", flush=True)
         out.write(payload + "\n")
     return 0
 

@@ -134,6 +134,11 @@ def parse_marker(raw: bytes, where: str) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UploadRejectedError(f"{where}: the {MARKER} marker is not JSON ({exc})") from exc
+    except RecursionError as exc:  # the parser recurses once per level: `[[[[...` exhausts the stack
+        raise UploadRejectedError(f"{where}: the {MARKER} marker is nested too deeply to read") from exc
+    except ValueError as exc:  # an integer of over 4,300 digits (int's string conversion limit)
+        reason = str(exc).split(";")[0]  # not Python's advice on raising the limit
+        raise UploadRejectedError(f"{where}: the {MARKER} marker holds a number too long to read ({reason})") from exc
     if not isinstance(body, dict) or set(body) - {"hyperparameters"}:
         raise UploadRejectedError(f"{where}: the {MARKER} marker may only hold {{\"hyperparameters\": {{...}}}}")
     hps = body.get("hyperparameters", {})

@@ -3,19 +3,34 @@
 Versions are immutable: each published version carries MODEL_URI in its configuration, so
 moving the alias is the whole of a rollout, and moving it back is the whole of a rollback.
 The registry records live, previous and the promotion history.
+
+How a rollout decides: before any traffic moves, the new version answers its model's own sample
+request (`smoke`); a wrong answer stops the rollout with the alias untouched. The canary step then
+puts the version's own alarms (`canary_watch`), records when the canary began, and gives the version
+its weight. Finalize reads the whole window, not one moment: every watched alarm's history since
+the canary began, the alarms' state now, and the version's 5xx count; anything wrong aborts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from lambdaforge import envvars
-from lambdaforge.pipeline.errors import CanaryFailedError, PromotionError
+from lambdaforge.pipeline import smoke
+from lambdaforge.pipeline.canary_watch import CanaryWatch, VersionMetrics, parse_time
+from lambdaforge.pipeline.errors import (
+    CanaryFailedError,
+    CanaryNotSettledError,
+    PromotionError,
+    SmokeCheckFailedError,
+)
 from lambdaforge.pipeline.payloads import PromoteRequest
 from lambdaforge.pipeline.settings import PipelineSettings
-from lambdaforge.registry import Catalog, CatalogState, ConcurrentUpdateError, UnpublishedVersionError
+from lambdaforge.registry import Catalog, CatalogState, ConcurrentUpdateError, UnpublishedVersionError, VersionRecord
+from lambdaforge.registry.store import now
 
 
 @dataclass(frozen=True)
@@ -27,7 +42,7 @@ class AliasState:
 
 class Promoter:
     def __init__(self, settings: PipelineSettings, *, lambda_client: Any = None, cloudwatch: Any = None,
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None, s3: Any = None) -> None:
         from lambdaforge.aws import client
 
         settings.need("inference_function", "registry_table")
@@ -35,8 +50,19 @@ class Promoter:
         self.fn = settings.inference_function
         self.alias = settings.inference_alias
         self.lam = lambda_client or client("lambda")
-        self.cloudwatch = cloudwatch or (client("cloudwatch") if settings.canary_alarms else None)
+        self.cloudwatch = cloudwatch or client("cloudwatch")  # every canary has its version's own alarms
         self.catalog = catalog or Catalog(settings.registry_table)
+        self.watch = CanaryWatch(self.cloudwatch, self.fn, settings.canary_alarms)
+        self._s3 = s3
+
+    @property
+    def s3(self) -> Any:
+        """Only the smoke check reads S3 (the model's sample): the client is made when it is needed."""
+        if self._s3 is None:
+            from lambdaforge.aws import client
+
+            self._s3 = client("s3")
+        return self._s3
 
     def handle(self, request: PromoteRequest) -> dict[str, Any]:
         """Do what the workflow asks (`request.action`); the answer names the action and the model."""
@@ -54,9 +80,9 @@ class Promoter:
         elif request.version is None:
             raise PromotionError(f"action {request.action!r} needs a version")
         elif request.action == "canary":
-            result = self.canary(request.recipe, request.version)
+            result = self.canary(request.recipe, request.version, execution=request.execution)
         elif request.action == "finalize":
-            result = self.finalize(request.recipe, request.version)
+            result = self.finalize(request.recipe, request.version, execution=request.execution)
         else:
             result = self.abort(request.recipe, request.version)
         return {"action": request.action, "recipe": request.recipe, "version": request.version, **result}
@@ -127,7 +153,7 @@ class Promoter:
         # snapshot would make that pin permanent
         current = dict((config.get("Environment") or {}).get("Variables") or {})
         unpinned = {k: v for k, v in current.items() if k != envvars.MODEL_VERSION} | {envvars.MODEL_URI: ""}
-        pinned = {**unpinned, envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: f"{recipe}-v{version}"}
+        pinned = {**unpinned, envvars.MODEL_URI: record.model_uri, envvars.MODEL_VERSION: model_name(recipe, version)}
         self._configure(pinned)
         try:
             published = self.lam.publish_version(FunctionName=self.fn,
@@ -140,34 +166,92 @@ class Promoter:
         self.catalog.set_lambda_version(recipe, version, lambda_version)
         return lambda_version
 
-    def canary(self, recipe: str, version: int) -> dict[str, Any]:
+    def version_configuration(self, lambda_version: str) -> dict[str, Any]:
+        config: dict[str, Any] = self.lam.get_function_configuration(FunctionName=self.fn, Qualifier=lambda_version)
+        return config
+
+    def smoke_check(self, record: VersionRecord, lambda_version: str, config: dict[str, Any]) -> dict[str, Any]:
+        """The published version answers its model's own sample right, or nothing moves."""
+        pinned = ((config.get("Environment") or {}).get("Variables") or {}).get(envvars.MODEL_URI, "")
+        if pinned != record.model_uri:
+            raise SmokeCheckFailedError(f"version {lambda_version} of {self.fn} pins MODEL_URI {pinned!r}, not "
+                                        f"{record.model_uri!r} of {record.recipe} v{record.version}; nothing moved")
+        try:
+            return smoke.check(self.lam, self.s3, str(config["FunctionArn"]), record.model_uri,
+                               model_name(record.recipe, record.version))
+        except SmokeCheckFailedError as exc:
+            raise SmokeCheckFailedError(f"{record.recipe} v{record.version} (version {lambda_version} of "
+                                        f"{self.fn}) failed its smoke check, so no traffic moved to it: {exc}") from exc
+
+    def canary(self, recipe: str, version: int, *, execution: str = "") -> dict[str, Any]:
+        """Smoke-check the version, then give it its canary weight. The canary is this attempt's (`execution`):
+        the same run's retried step keeps its start and alarms; another run (PublishVersion answers an
+        unchanged configuration with the version it published before) gets a new window and new alarms,
+        never the earlier attempt's start or alarm state."""
         new = self.publish(recipe, version)
         read = self.catalog.state(recipe)
         current = self.alias_state()
         if current.version == new:
             return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "already live"}
+        config = self.version_configuration(new)
+        record = self.catalog.version(recipe, version)
+        checked = self.smoke_check(record, new, config)
         if read.live is None or self.settings.canary_weight <= 0:
             # nothing is being served yet (or canaries are off): there is no traffic to protect
             self._move_then_record(current, new, lambda: self.catalog.mark_live(recipe, version, read=read))
-            return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model"}
+            return {"lambda_version": new, "previous": current.version, "weight": 1.0, "note": "first model",
+                    "smoke": checked}
+        retried = record.canary_started_at is not None and record.canary_execution == execution
+        # alarms first, the start second: a step that dies between them makes both anew when retried
+        alarms = self.watch.arm(new, VersionMetrics.of(config, new), fresh=not retried)
+        started = self.catalog.set_canary_started(recipe, version, now(), execution)  # before any request
         self._set_alias(current, current.version, {new: self.settings.canary_weight})
-        return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight}
+        return {"lambda_version": new, "previous": current.version, "weight": self.settings.canary_weight,
+                "smoke": checked, "alarms": alarms, "canary_started_at": started}
 
     def alarms_firing(self) -> list[str]:
-        if not self.settings.canary_alarms or self.cloudwatch is None:
-            return []
-        out = self.cloudwatch.describe_alarms(AlarmNames=list(self.settings.canary_alarms))
-        return [a["AlarmName"] for a in out.get("MetricAlarms", []) if a.get("StateValue") == "ALARM"]
+        """The template's alarms in ALARM now."""
+        return self.watch.firing(list(self.settings.canary_alarms))
 
-    def finalize(self, recipe: str, version: int) -> dict[str, Any]:
+    def canary_faults(self, record: VersionRecord, execution: str = "") -> list[str]:
+        """Why the version's canary must not be finalized ([] if nothing went wrong during it). A version
+        that went live without a canary (the first model), or whose recorded canary is another run's, has
+        no window in this run: the alarms' state now is read. A window is read only once settled (the
+        canary's length plus the metrics' settle time after it began): sooner, CanaryNotSettledError."""
+        ours = not execution or record.canary_execution in (None, execution)  # None: recorded before runs were
+        if not record.lambda_version or not record.canary_started_at or not ours:
+            return [f"alarm {n} fired during the canary" for n in self.alarms_firing()]
+        metrics = VersionMetrics.of(self.version_configuration(record.lambda_version), record.lambda_version)
+        since = parse_time(record.canary_started_at)
+        settled = (since + timedelta(seconds=self.settings.canary_seconds + self.settings.metrics_settle_seconds)
+                   if self.settings.canary_weight > 0 else None)
+        return self.watch.verdict(record.lambda_version, metrics, since, settled_at=settled)
+
+    def _disarm(self, lambda_version: str | None) -> bool:
+        """Delete the version's canary alarms once decided; a failure here must not undo the decision."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not lambda_version:
+            return False
+        try:
+            self.watch.disarm(lambda_version)
+        except (ClientError, BotoCoreError):
+            return False
+        return True
+
+    def finalize(self, recipe: str, version: int, *, execution: str = "") -> dict[str, Any]:
         record = self.catalog.version(recipe, version)
         if not record.lambda_version:
             raise PromotionError(f"{recipe} v{version} has no published Lambda version; run the canary step first")
-        firing = self.alarms_firing()
-        if firing:
+        try:
+            faults = self.canary_faults(record, execution)
+        except CanaryNotSettledError:  # undecided is not passed: traffic goes back, as the workflow's Catch does
             self.abort(recipe, version)
-            raise CanaryFailedError(f"{recipe} v{version}: alarm(s) {', '.join(firing)} fired during the canary; "
-                                    "traffic is back on the previous version")
+            raise
+        if faults:
+            self.abort(recipe, version)
+            raise CanaryFailedError(f"{recipe} v{version}: {'; '.join(faults)}; traffic is back on the previous "
+                                    "version")
         read = self.catalog.state(recipe)
         current = self.alias_state()
         if record.lambda_version != current.version and record.lambda_version not in current.weights:
@@ -176,6 +260,7 @@ class Promoter:
                                  "it, so this rollout stops here")
         state = self._move_then_record(current, record.lambda_version,
                                        lambda: self.catalog.mark_live(recipe, version, read=read))
+        self._disarm(record.lambda_version)
         return {"lambda_version": record.lambda_version, "live": state.live, "previous": state.previous}
 
     def abort(self, recipe: str, version: int) -> dict[str, Any]:
@@ -188,6 +273,8 @@ class Promoter:
             target = current.version
         if current.weights or current.version != target:
             self._set_alias(current, target)
+        if record.lambda_version != target:
+            self._disarm(record.lambda_version)
         return {"lambda_version": target, "aborted": record.lambda_version}
 
     def restore(self, recipe: str, execution: str) -> dict[str, Any]:
@@ -211,3 +298,8 @@ class Promoter:
                                            lambda: self.catalog.mark_rolled_back(recipe, target.version, read=state))
         return {"from_version": state.live, "to_version": target.version, "lambda_version": target.lambda_version,
                 "live": new_state.live, "previous": new_state.previous}
+
+
+def model_name(recipe: str, version: int) -> str:
+    """The name a version pinned to this model serves under (MODEL_VERSION; `model.version` in answers)."""
+    return f"{recipe}-v{version}"

@@ -23,12 +23,16 @@ _ENV: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "data_prefix": (envvars.DATA_PREFIX, None),
     "max_upload_bytes": (envvars.MAX_UPLOAD_BYTES, int),
     "max_artifact_bytes": (envvars.MAX_ARTIFACT_BYTES, int),
+    "ephemeral_storage_mb": (envvars.EPHEMERAL_STORAGE_MB, int),
     "quant_mode": (envvars.QUANT_MODE, None),
     "max_accuracy_drop": (envvars.MAX_ACCURACY_DROP, float),
     "min_accuracy": (envvars.MIN_ACCURACY, float),
+    "allow_contract_change": (envvars.ALLOW_CONTRACT_CHANGE, envvars.flag),
     "inference_function": (envvars.INFERENCE_FUNCTION_NAME, None),
     "inference_alias": (envvars.INFERENCE_ALIAS, None),
     "promote_function": (envvars.PROMOTE_FUNCTION_NAME, None),
+    "canary_seconds": (envvars.CANARY_SECONDS, int),
+    "metrics_settle_seconds": (envvars.METRICS_SETTLE_SECONDS, int),
 }
 
 
@@ -43,14 +47,20 @@ class PipelineSettings:
     data_prefix: str = "data/"
     max_upload_bytes: int = 1 << 30
     max_artifact_bytes: int = 2 << 30
+    ephemeral_storage_mb: int = 0  # 0: only what /tmp has free bounds a step
     quant_mode: str = "auto"
     max_accuracy_drop: float = 0.005
-    min_accuracy: float = 0.0
+    min_accuracy: float = 0.5  # raises each recipe's own floor, never lowers it (quantize_step.recipe_floor)
+    allow_contract_change: bool = False  # the gate refuses a candidate whose contract differs from live's
     inference_function: str = ""
     inference_alias: str = "live"
     promote_function: str = ""
     canary_weight: float = 0.1
     canary_alarms: tuple[str, ...] = ()
+    # a canary is decided no sooner than canary_seconds + metrics_settle_seconds after it began (the
+    # template's defaults): CloudWatch shows the window's last minutes only after that lag
+    canary_seconds: int = 300
+    metrics_settle_seconds: int = 180
     hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -8,13 +8,14 @@ one) and starts when the running execution releases the lock. Never two training
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from lambdaforge import envvars
-from lambdaforge.pipeline.datasets import DatasetSpec, Upload, classify, job_name, parse_marker
+from lambdaforge.pipeline.datasets import MARKER, DatasetSpec, Upload, classify, job_name, parse_marker
 from lambdaforge.pipeline.errors import PipelineError, UploadRejectedError
 from lambdaforge.pipeline.payloads import ReleaseRequest, RunEnded
 from lambdaforge.pipeline.settings import PipelineSettings
@@ -67,10 +68,27 @@ class Trigger:
                 raw = self.s3.get_object(Bucket=upload.bucket, Key=upload.key, **_version(upload))["Body"].read()
                 spec = DatasetSpec(recipe=spec.recipe, s3_uri=spec.s3_uri, kind=spec.kind, version=spec.version,
                                    upload=spec.upload, hyperparameters=parse_marker(raw, spec.s3_uri))
+            spec = dataclasses.replace(spec, hyperparameters=self._checked_hyperparameters(spec))
         except UploadRejectedError as exc:
             self._reject(upload, str(exc))
             return TriggerOutcome("rejected", str(exc))
         return self.start_or_queue(spec)
+
+    def _checked_hyperparameters(self, spec: DatasetSpec) -> dict[str, Any]:
+        """The stack's defaults and the marker's hyperparameters, checked before any run starts: reserved
+        (`sagemaker_*`) and unknown keys, wrong types and out-of-range values are refused, naming the key."""
+        from lambdaforge.recipes import hyperparameter_spec
+        from lambdaforge.recipes.errors import HyperparameterError
+        from lambdaforge.recipes.hparams import check_requested
+
+        declared = hyperparameter_spec(spec.recipe)
+        try:
+            check_requested(spec.recipe, self.settings.hyperparameters, declared,
+                            source=f"the stack's {envvars.TRAINING_HYPERPARAMETERS}")
+            return check_requested(spec.recipe, spec.hyperparameters, declared,
+                                   source=f"{spec.s3_uri}{MARKER} marker")
+        except HyperparameterError as exc:
+            raise UploadRejectedError(str(exc)) from exc
 
     def _reject(self, upload: Upload, reason: str) -> None:
         first = upload.key[len(self.settings.data_prefix):].split("/")[0]

@@ -1,6 +1,7 @@
 """INT8 quantization with onnxruntime, behind an accuracy gate against the fp32 model."""
 
 from lambdaforge.quantize.api import Quantized, quantize_model_dir
+from lambdaforge.quantize.champion import LiveGate, LiveModel
 from lambdaforge.quantize.config import (
     MODES,
     PRESETS,
@@ -12,7 +13,7 @@ from lambdaforge.quantize.config import (
     preset,
 )
 from lambdaforge.quantize.errors import QuantConfigError, QuantizationError
-from lambdaforge.quantize.report import CandidateResult, QuantizationReport
+from lambdaforge.quantize.report import CandidateResult, LiveComparison, QuantizationReport
 
 __all__ = [
     "MODES",
@@ -20,6 +21,9 @@ __all__ = [
     "AccuracyGate",
     "CandidateResult",
     "DynamicQuantConfig",
+    "LiveComparison",
+    "LiveGate",
+    "LiveModel",
     "QuantConfigError",
     "QuantizationError",
     "QuantizationReport",

@@ -73,6 +73,16 @@ class AccuracyGate:
             return False, f"metric fell {drop * 100:.2f} points (allowed {self.max_drop * 100:.2f})"
         return True, f"metric {metric:.4f}, drop {drop * 100:.2f} points (allowed {self.max_drop * 100:.2f})"
 
+    def check_live(self, live_metric: float, metric: float, live_name: str, rows: str = "") -> tuple[bool, str]:
+        """The same `max_drop`, against the live model on the same rows (`rows` names them in the reason):
+        a retrain may not make serving worse."""
+        drop = live_metric - metric
+        where = f" on {rows}" if rows else ""
+        if drop > self.max_drop + 1e-9:
+            return False, (f"metric {metric:.4f} is {drop * 100:.2f} points below the live model {live_name} "
+                           f"({live_metric:.4f}; allowed {self.max_drop * 100:.2f}){where}")
+        return True, f"live {live_name} {live_metric:.4f}, {-drop * 100:+.2f} points{where}"
+
 
 @dataclass(frozen=True)
 class QuantizeConfig:

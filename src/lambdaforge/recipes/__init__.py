@@ -13,6 +13,7 @@ from lambdaforge.recipes.errors import DataError, RecipeError
 
 if TYPE_CHECKING:
     from lambdaforge.recipes.base import Recipe
+    from lambdaforge.recipes.hparams import HyperparameterSpec
 
 ENTRY_POINT_GROUP = "lambdaforge.recipes"
 # name -> (class, data file suffixes the data bucket accepts for it)
@@ -50,6 +51,21 @@ def data_suffixes() -> dict[str, tuple[str, ...]]:
     return out
 
 
+def hyperparameter_spec(name: str) -> HyperparameterSpec | None:
+    """What recipe `name` accepts beyond the common hyperparameters, without importing torch for the
+    built-in ones; None when the recipe cannot be imported here (its own keys are left to the job)."""
+    from lambdaforge.recipes.declared import BUILTIN as DECLARED
+    from lambdaforge.recipes.hparams import HyperparameterSpec
+
+    if name in DECLARED:
+        return DECLARED[name]
+    try:
+        recipe = get_recipe(name)
+    except RecipeError:
+        return None
+    return HyperparameterSpec(defaults=dict(recipe.defaults), bounds=dict(recipe.bounds))
+
+
 def get_recipe(name: str) -> Recipe:
     """A recipe by name (built-in or entry point) or by `package.module:Class`."""
     if ":" in name:
@@ -74,4 +90,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["BUILTIN", "CATALOG", "DataError", "RecipeError", "data_suffixes", "get_recipe", "recipe_names"]
+__all__ = ["BUILTIN", "CATALOG", "DataError", "RecipeError", "data_suffixes", "get_recipe", "hyperparameter_spec",
+           "recipe_names"]

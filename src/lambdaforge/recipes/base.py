@@ -19,7 +19,7 @@ import numpy as np
 
 from lambdaforge.artifact.manifest import InputLimits, Preprocessing, TensorSpec
 from lambdaforge.recipes.errors import DataError
-from lambdaforge.recipes.hparams import Hyperparameters
+from lambdaforge.recipes.hparams import Bounds, Hyperparameters
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +55,8 @@ class Recipe(ABC):
     data_suffixes: ClassVar[tuple[str, ...]] = (".csv",)
     #: Overrides of the common hyperparameters and the recipe's own ones, with their defaults.
     defaults: ClassVar[dict[str, Any]] = {}
+    #: Ranges of the recipe's own numeric hyperparameters (the common ones have theirs: COMMON_BOUNDS).
+    bounds: ClassVar[dict[str, Bounds]] = {}
 
     # --- data
     @abstractmethod
@@ -99,6 +101,9 @@ class Recipe(ABC):
 
     # --- scoring
     primary_metric: ClassVar[str] = "accuracy"
+    #: The pipeline never promotes a model below this (MIN_ACCURACY can only raise it). Not 0: a model
+    #: trained on broken data (shuffled labels, a diverged run) must fail somewhere even on the first run.
+    min_metric: ClassVar[float] = 0.5
 
     def metric(self, logits: np.ndarray, labels: np.ndarray) -> float:
         """Higher is better; the quantization gate compares this between fp32 and INT8."""

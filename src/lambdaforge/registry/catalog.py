@@ -34,6 +34,8 @@ class VersionRecord:
     execution: str | None = None
     lambda_version: str | None = None
     created_at: str = field(default_factory=now)
+    canary_started_at: str | None = None
+    canary_execution: str | None = None  # the run whose canary `canary_started_at` began
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> VersionRecord:
@@ -119,6 +121,30 @@ class Catalog:
                                UpdateExpression=f"SET {keys.LAMBDA_VERSION} = :l",
                                ConditionExpression=f"attribute_exists({keys.SK})",
                                ExpressionAttributeValues={":l": lambda_version})
+
+    def set_canary_started(self, recipe: str, version: int, at: str, execution: str) -> str:
+        """Record when the version's canary began in run `execution`; the recorded time.
+
+        Once per run: the same run's retried canary step keeps its first time, so the window the decision
+        reads covers every request the version served. Another run (a retry of the same model) starts a
+        new window: the earlier attempt's start would put its errors, and its alarms' history, in this one."""
+        from botocore.exceptions import ClientError
+
+        started, ran = keys.CANARY_STARTED_AT, keys.CANARY_EXECUTION
+        try:
+            self.table.update_item(
+                Key=keys.version_key(recipe, version), UpdateExpression=f"SET {started} = :t, {ran} = :e",
+                ConditionExpression=f"attribute_exists({keys.SK}) AND (attribute_not_exists({started}) "
+                                    f"OR attribute_not_exists({ran}) OR {ran} <> :e)",
+                ExpressionAttributeValues={":t": at, ":e": execution})
+        except ClientError as exc:
+            if not condition_failed(exc):
+                raise
+            record = self.version(recipe, version)  # UnknownVersionError when there is no such version
+            if record.canary_started_at is None or record.canary_execution != execution:
+                raise  # changed between the write and the read: nothing to keep
+            return record.canary_started_at
+        return at
 
     def _set_status(self, recipe: str, version: int, status: VersionStatus) -> None:
         self.table.update_item(Key=keys.version_key(recipe, version),

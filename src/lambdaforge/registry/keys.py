@@ -46,9 +46,11 @@ FAILURE_FIELDS = frozenset({"execution", "error", "cause", "at"})  # the map in 
 # --- a version item (the fields of catalog.VersionRecord, plus the key)
 STATUS = "status"
 LAMBDA_VERSION = "lambda_version"
+CANARY_STARTED_AT = "canary_started_at"  # when traffic first moved to it: the start of its canary's window
+CANARY_EXECUTION = "canary_execution"  # the run that canary was; another run's canary starts a new window
 VERSION_ATTRIBUTES = frozenset({PK, SK, "recipe", "version", "model_uri", STATUS, "report_uri", "metrics",
                                 "quantization", "training_job", "dataset_version", "execution", LAMBDA_VERSION,
-                                "created_at"})
+                                "created_at", CANARY_STARTED_AT, CANARY_EXECUTION})
 VersionStatus = Literal["candidate", "live", "previous", "rolled-back"]
 VERSION_STATUSES: tuple[str, ...] = get_args(VersionStatus)
 

@@ -21,6 +21,7 @@ from lambdaforge.onnxsession import open_session
 from lambdaforge.runtime.errors import InvalidInputError, RuntimeModelError
 
 LAMBDA_MB_PER_VCPU = 1769
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NP_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "uint8": np.uint8}
 
 
@@ -101,6 +102,10 @@ class Predictor:
                                                            f"got {type(text).__name__}")
             if not text.strip():
                 raise InvalidInputError(f"instances[{i}]", "must not be empty or only whitespace")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInputError(f"instances[{i}]", "holds a lone surrogate; it is not Unicode text") from None
             if limit and len(text) > limit:
                 raise InvalidInputError(f"instances[{i}]", f"text of {len(text)} characters exceeds the limit "
                                                            f"of {limit}")
@@ -139,6 +144,8 @@ class Predictor:
                                                                f"(or {list(squeezed)}, or a flat list of {size})")
             if not np.isfinite(arr).all():
                 raise InvalidInputError(f"instances[{i}]", "contains NaN or infinity")
+            if spec.dtype == "float32" and np.abs(arr).max() > _FLOAT32_MAX:
+                raise InvalidInputError(f"instances[{i}]", "holds a number too large for float32")
             if limits.value_min is not None and arr.min() < limits.value_min:
                 raise InvalidInputError(f"instances[{i}]",
                                         f"value {arr.min():g} is below the minimum {limits.value_min:g}")
@@ -165,11 +172,13 @@ class Predictor:
         return out
 
     def sample_request(self) -> dict[str, Any]:
-        """A valid request body for this model (for docs, the CLI's sample curl and smoke checks)."""
-        if self.kind == "text":
-            return {"instances": ["my package has not arrived yet"]}
+        """A valid request body made from the model's own first evaluation row (docs, the CLI's curl, smoke)."""
         with np.load(self.model_dir.file(self.manifest.eval_file), allow_pickle=False) as npz:
             first = np.asarray(npz[self.input_names[0]][0]).reshape(-1)
+        if self.kind == "text":
+            text = self.tokenizer.decode([int(i) for i in first], skip_special_tokens=True).strip()
+            limit = self.manifest.limits.max_text_chars
+            return {"instances": [(text[:limit] if limit else text) or "hello"]}
         values = [int(v) if float(v).is_integer() else round(float(v), 4) for v in first]
         return {"instances": [values]}
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 if TYPE_CHECKING:
     from lambdaforge.runtime.predictor import Prediction
 
+MAX_TOP_K = 20
 TensorItem = Annotated[list[Any], Field(description="numbers in the model's input shape, or a flat list")]
 
 
@@ -17,9 +18,19 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "examples": [{"instances": ["my package has not arrived"]}, {"instances": [[0] * 64]}]})
 
-    instances: list[str | TensorItem] = Field(
+    # strict: "3" is not an integer and 5 is not a string, as the document says (pydantic's lax mode
+    # would take both, and a schema-invalid request would be served)
+    instances: list[StrictStr | TensorItem] = Field(
         min_length=1, description="a batch: strings for text models, number arrays for tensor models")
-    top_k: int = Field(default=3, ge=1, le=20, description="how many labels to return per instance")
+    top_k: int = Field(default=3, ge=1, le=MAX_TOP_K, description="how many labels to return per instance")
+
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _a_json_integer(cls, value: Any) -> Any:
+        """JSON Schema's integer: 3 and 3.0, not "3" or true (which pydantic's lax mode would take)."""
+        if isinstance(value, bool | str):
+            raise ValueError("must be an integer")
+        return value
 
 
 class LabelScore(BaseModel):
@@ -52,6 +63,5 @@ class PredictResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
-    recipe: str | None = None
-    version: str | None = None
-    detail: str | None = None
+    recipe: str
+    version: str
