@@ -91,7 +91,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 test: venv tools image-venv train-venv chromium lint typecheck
-	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q
+	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q --durations=15
 
 test-fast: venv
 	$(VENV)/bin/pytest -q tests/unit

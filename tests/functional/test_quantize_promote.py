@@ -290,11 +290,17 @@ def test_rollback_without_an_earlier_version_is_refused(stack: Stack) -> None:
     assert alias(stack) == before
 
 
-def test_a_firing_alarm_aborts_the_canary(stack: Stack) -> None:
+def errors_alarm(stack: Stack) -> Any:
+    """A static alarm on the alias's Lambda errors, watched by the canary (as the template's is)."""
     cloudwatch = stack.client("cloudwatch")
     cloudwatch.put_metric_alarm(AlarmName="lf-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
                                 Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold")
     stack.env["CANARY_ALARMS"] = "lf-errors"
+    return cloudwatch
+
+
+def test_a_firing_alarm_aborts_the_canary(stack: Stack) -> None:
+    cloudwatch = errors_alarm(stack)
     add_versions(stack, 1, 2)
     v1 = promote(stack, "canary", 1)["lambda_version"]
     promote(stack, "canary", 2)
@@ -616,10 +622,7 @@ def test_a_smoke_sample_whose_checksum_does_not_match_refuses_the_rollout(stack:
 
 
 def test_an_alarm_that_fired_and_cleared_during_the_canary_aborts_finalize(stack: Stack) -> None:
-    cloudwatch = stack.client("cloudwatch")
-    cloudwatch.put_metric_alarm(AlarmName="lf-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
-                                Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold")
-    stack.env["CANARY_ALARMS"] = "lf-errors"
+    cloudwatch = errors_alarm(stack)
     add_versions(stack, 1, 2)
     v1 = promote(stack, "canary", 1)["lambda_version"]
     v2 = promote(stack, "canary", 2)["lambda_version"]
@@ -635,10 +638,7 @@ def test_an_alarm_that_fired_and_cleared_during_the_canary_aborts_finalize(stack
 
 
 def test_an_alarm_that_fired_before_the_canary_began_is_not_held_against_it(stack: Stack) -> None:
-    cloudwatch = stack.client("cloudwatch")
-    cloudwatch.put_metric_alarm(AlarmName="lf-errors", MetricName="Errors", Namespace="AWS/Lambda", Statistic="Sum",
-                                Period=60, EvaluationPeriods=1, Threshold=0, ComparisonOperator="GreaterThanThreshold")
-    stack.env["CANARY_ALARMS"] = "lf-errors"
+    cloudwatch = errors_alarm(stack)
     add_versions(stack, 1, 2)
     promote(stack, "canary", 1)
     cloudwatch.set_alarm_state(AlarmName="lf-errors", StateValue="ALARM", StateReason="an old incident")
