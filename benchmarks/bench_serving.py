@@ -36,6 +36,7 @@ import numpy as np
 from common import ROOT, machine, train_and_quantize, write_json
 
 from lambdaforge.bundle.build import image_env
+from lambdaforge.local.sagemaker_executor import free_port
 
 PREDICT_TEXT = {"instances": ["I was charged twice for my subscription this month"]}
 QUIET = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
@@ -139,12 +140,6 @@ def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]
                        "ours_bytecode": round(ours.bytecode_bytes / 2**20, 2), "torch_bytecode": round(torch_pyc_mb, 2),
                        "torch_deps": round(torch_deps_mb, 2), "torch_model": round(torch_model_mb, 2)}
     return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _connect(port: int) -> http.client.HTTPConnection:
@@ -255,7 +250,7 @@ def cold_starts(models: dict[str, tuple[Path, Path]], tmp: Path, runs: int) -> d
 
 def served(model: Path, warm_runs: int, load_requests: int) -> dict[str, Any]:
     """Warm latency and the load run against `lambdaforge serve` on a free port."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "lambdaforge.cli", "serve", "--model", str(model),
                                "--port", str(port)], env={**os.environ, **QUIET}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)

@@ -27,16 +27,10 @@ from typing import Any
 
 from common import ROOT, machine, train_and_quantize, write_json
 
+from lambdaforge.local.sagemaker_executor import free_port
+
 QUIET = {"POWERTOOLS_TRACE_DISABLED": "true", "POWERTOOLS_METRICS_DISABLED": "true", "POWERTOOLS_LOG_LEVEL": "ERROR",
          "POWERTOOLS_SERVICE_NAME": "inference", "POWERTOOLS_METRICS_NAMESPACE": "lambdaforge"}
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen[bytes]:
@@ -158,7 +152,7 @@ def main() -> None:
     if model is None:
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lf-soak-"))
         model = train_and_quantize("digits", workdir, {"epochs": 10})[1]
-    port = _free_port()
+    port = free_port()
     server = start_server(model, port)
     try:
         result = soak(port, server.pid, args.seconds, args.concurrency, args.bad_share)

@@ -15,13 +15,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from lambdaforge.runtime.http import TITLE, VERSION
+from lambdaforge.runtime.predictor import FLOAT32_MAX, accepted_shapes
 from lambdaforge.runtime.schemas import MAX_TOP_K
 
 if TYPE_CHECKING:
     from lambdaforge.artifact.manifest import Manifest
     from lambdaforge.runtime.predictor import Predictor
 
-FLOAT32_MAX = 3.4028234663852886e38
 _REF = "#/components/schemas/"
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -69,14 +69,7 @@ def instance_schema(manifest: Manifest) -> dict[str, Any]:
     leaf: dict[str, Any] = {"type": "number",
                             "minimum": limits.value_min if limits.value_min is not None else -FLOAT32_MAX,
                             "maximum": limits.value_max if limits.value_max is not None else FLOAT32_MAX}
-    size = 1
-    for dim in shape:
-        size *= dim
-    squeezed = tuple(d for d in shape if d != 1)
-    forms: list[tuple[int, ...]] = []
-    for form in (shape, squeezed, (size,)):
-        if form not in forms:
-            forms.append(form)
+    forms = accepted_shapes(shape)
     described = " or ".join(str(list(f)) for f in forms)
     schemas = [_nested(f, leaf) for f in forms]
     return {**(schemas[0] if len(schemas) == 1 else {"anyOf": schemas}),

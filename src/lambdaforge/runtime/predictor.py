@@ -21,7 +21,7 @@ from lambdaforge.onnxsession import open_session
 from lambdaforge.runtime.errors import InvalidInputError, RuntimeModelError
 
 LAMBDA_MB_PER_VCPU = 1769
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _NP_DTYPES = {"float32": np.float32, "int64": np.int64, "int32": np.int32, "uint8": np.uint8}
 
 
@@ -31,6 +31,16 @@ def default_threads() -> int:
     if memory and memory.isdigit():
         return max(1, min(6, math.ceil(int(memory) / LAMBDA_MB_PER_VCPU)))
     return max(1, min(os.cpu_count() or 1, 6))
+
+
+def accepted_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The forms a tensor instance may take: its shape, the shape without 1s, the flat list (distinct,
+    in that order). The predictor and the OpenAPI document both read them here, so they agree."""
+    forms: list[tuple[int, ...]] = []
+    for form in (shape, tuple(d for d in shape if d != 1), (int(np.prod(shape)),)):
+        if form not in forms:
+            forms.append(form)
+    return forms
 
 
 def _has_non_number(item: Any, depth: int = 0) -> bool:
@@ -137,14 +147,14 @@ class Predictor:
                 raise InvalidInputError(f"instances[{i}]", "nested lists have uneven lengths")
             if arr.shape != shape:
                 squeezed = tuple(d for d in shape if d != 1)
-                if (arr.ndim == 1 and arr.size == size) or arr.shape == squeezed:
+                if arr.shape in accepted_shapes(shape):
                     arr = arr.reshape(shape)
                 else:
                     raise InvalidInputError(f"instances[{i}]", f"has shape {list(arr.shape)}, expected {list(shape)} "
                                                                f"(or {list(squeezed)}, or a flat list of {size})")
             if not np.isfinite(arr).all():
                 raise InvalidInputError(f"instances[{i}]", "contains NaN or infinity")
-            if spec.dtype == "float32" and np.abs(arr).max() > _FLOAT32_MAX:
+            if spec.dtype == "float32" and np.abs(arr).max() > FLOAT32_MAX:
                 raise InvalidInputError(f"instances[{i}]", "holds a number too large for float32")
             if limits.value_min is not None and arr.min() < limits.value_min:
                 raise InvalidInputError(f"instances[{i}]",
