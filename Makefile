@@ -10,12 +10,13 @@ PY312 ?= $(firstword $(shell ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2
 VENV := .venv
 TOOLS := .venv-tools
 IMAGE_VENV := .venv-image
+QUANTIZE_VENV := .venv-quantize
 TRAIN_VENV := .venv-train
 # The torch the tests run; the training job's lock pins the same version (checked by tests/infra/test_training_lock.py).
 TORCH := 2.13.0
 PIP_QUIET := -q --disable-pip-version-check
 
-.PHONY: help venv tools image-venv train-venv lock chromium lint typecheck test test-fast demo bench clean
+.PHONY: help venv tools image-venv quantize-venv train-venv lock chromium lint typecheck test test-fast demo bench clean
 
 help:
 	@echo "make demo   - set up and run the whole pipeline locally (embedded cloud), then serve predictions"
@@ -50,6 +51,18 @@ $(IMAGE_VENV)/.installed: packaging/inference/requirements.txt packaging/inferen
 		packaging/inference/slim.txt
 	@touch $@
 
+# What the quantize image installs, alone and slimmed (its test quantizes and fuses a model there).
+quantize-venv: $(QUANTIZE_VENV)/.installed
+$(QUANTIZE_VENV)/.installed: packaging/quantize/requirements.txt packaging/quantize/slim.txt | $(VENV)/.installed
+	@test -n "$(PY312)" || (echo "Python 3.12 is needed for the quantize image-equivalent venv"; exit 1)
+	rm -rf $(QUANTIZE_VENV)
+	$(PY312) -m venv $(QUANTIZE_VENV)
+	$(QUANTIZE_VENV)/bin/pip install $(PIP_QUIET) --require-hashes --no-deps --only-binary=:all: \
+		-r packaging/quantize/requirements.txt
+	$(VENV)/bin/python -m lambdaforge.bundle slim $(QUANTIZE_VENV)/lib/python3.12/site-packages \
+		packaging/quantize/slim.txt
+	@touch $@
+
 # The training container's stand-in: Python 3.11 (the image's), torch and the sagemaker-training toolkit.
 # The toolkit installs the bundle's lock into it, as it does in AWS's PyTorch training image.
 train-venv: $(TRAIN_VENV)/.installed
@@ -60,13 +73,16 @@ $(TRAIN_VENV)/.installed: packaging/training/container.txt src/lambdaforge/train
 	@touch $@
 
 # Re-pin the images' requirements with hashes (pip-tools in a throwaway venv: it collides with checkov).
+# requirements-arm64.txt: the same pins, with the hashes of the arm64 wheels (Architecture=arm64).
 lock: venv
 	rm -rf .cache/lock-venv && $(PY312) -m venv .cache/lock-venv
 	.cache/lock-venv/bin/pip install $(PIP_QUIET) pip-tools
 	@for f in inference quantize; do \
 		.cache/lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 			--no-emit-find-links --output-file packaging/$$f/requirements.txt packaging/$$f/requirements.in && \
-		$(VENV)/bin/python -m lambdaforge.bundle lock packaging/$$f/requirements.txt packaging/$$f/slim.txt; \
+		$(VENV)/bin/python -m lambdaforge.bundle lock packaging/$$f/requirements.txt packaging/$$f/slim.txt && \
+		$(VENV)/bin/python -m lambdaforge.bundle.lock_arm64 packaging/$$f/requirements.txt \
+			packaging/$$f/requirements-arm64.txt || exit 1; \
 	done
 	# The training job: Python 3.11 like the image, every version as installed in .venv, torch from PyPI
 	# (no find-links: the CPU wheel on this disk is not what a GPU job installs).
@@ -90,7 +106,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-test: venv tools image-venv train-venv chromium lint typecheck
+test: venv tools image-venv quantize-venv train-venv chromium lint typecheck
 	PATH="$(dir $(PY312)):$$PATH" $(VENV)/bin/pytest -q --durations=15
 
 test-fast: venv
@@ -99,11 +115,15 @@ test-fast: venv
 demo: venv
 	$(VENV)/bin/lambdaforge up --recipe digits
 
+# Each benchmark writes its JSON and, beside it, its PNG (`--plot-only` re-plots a JSON without measuring).
 bench: venv
 	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json
 	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json
 	$(VENV)/bin/python benchmarks/bench_pipeline.py --out benchmarks/results/pipeline.json
 	$(VENV)/bin/python benchmarks/bench_soak.py --out benchmarks/results/soak.json
+	@for f in benchmarks/results/{models,serving,pipeline,soak}; do \
+		test -s $$f.png -a ! $$f.json -nt $$f.png || { echo "$$f.png was not written after $$f.json"; exit 1; }; \
+	done
 
 clean:
 	rm -rf .aws-sam .mypy_cache .ruff_cache .pytest_cache runs

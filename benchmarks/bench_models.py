@@ -4,6 +4,12 @@ One intra-op thread (Lambda below 1,769 MB has one vCPU), all measured in one ru
 Text inputs are 128 real tokens (no padding), so every backend does the same work; typical
 short tickets are measured separately (`b1_short`) because the runtime does not pad them.
 
+Beside that, for each recipe: every candidate `auto` built, timed interleaved at batch 1 with its
+interval; the host's limit (the model's GEMM MACs over the host's best GEMM rate, INT8 or fp32,
+measured here on the model's own GEMM shapes) and the fraction of it each variant reaches; the
+default and exact (U8U8) kernel paths' top-1 agreement; and, for text, a 3-layer encoder beside
+the 6-layer one.
+
     python benchmarks/bench_models.py --out benchmarks/results/models.json
 """
 
@@ -41,7 +47,7 @@ def _inputs(recipe_name: str, md: Any, batch: int, *, short: bool = False) -> di
         return {s.name: np.ascontiguousarray(npz[s.name][:batch]) for s in md.manifest.inputs}
 
 
-def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path) -> dict[str, Any]:
+def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path, work: Path) -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
@@ -62,8 +68,16 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path) -> dict[str, Any]:
     names = [s.name for s in recipe.input_specs()]
     ort_fp32, ort_int8 = (open_session(md.model_path, error=QuantizationError, what="this model")
                           for md in (fp32_md, int8_md))
+    # What shipped before ISA-robust quantization: full 8-bit u8s8 dynamic weights on the unfused graph.
+    from lambdaforge.quantize import engine
+    from lambdaforge.quantize.config import DynamicQuantConfig
 
-    latency: dict[str, dict[str, dict[str, float]]] = {"torch_fp32": {}, "ort_fp32": {}, "ort_int8": {}}
+    legacy_path = engine.quantize_dynamic(fp32_md.model_path, work / f"{name}-legacy.onnx",
+                                          DynamicQuantConfig(reduce_range=False))
+    ort_legacy = open_session(legacy_path, error=QuantizationError, what="this model")
+
+    latency: dict[str, dict[str, dict[str, float]]] = {"torch_fp32": {}, "ort_fp32": {}, "ort_int8": {},
+                                                       "ort_int8_legacy": {}}
     shapes = {"b1": (1, False), "b8": (8, False)}
     if name == "text":
         shapes["b1_short"] = (1, True)
@@ -75,8 +89,10 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path) -> dict[str, Any]:
             latency["torch_fp32"][key] = measure_ms(partial(model, *tensors), runs=runs)
         latency["ort_fp32"][key] = measure_ms(partial(ort_fp32.run, None, feed), runs=runs)
         latency["ort_int8"][key] = measure_ms(partial(ort_int8.run, None, feed), runs=runs)
+        latency["ort_int8_legacy"][key] = measure_ms(partial(ort_legacy.run, None, feed), runs=runs)
         print(f"{name} {key}: torch {latency['torch_fp32'][key]['p50']:.2f} ms, "
-              f"ort fp32 {latency['ort_fp32'][key]['p50']:.2f} ms, int8 {latency['ort_int8'][key]['p50']:.2f} ms")
+              f"ort fp32 {latency['ort_fp32'][key]['p50']:.2f} ms, int8 {latency['ort_int8'][key]['p50']:.2f} ms, "
+              f"legacy int8 {latency['ort_int8_legacy'][key]['p50']:.2f} ms")
     metric = fp32_md.manifest.primary_metric
     quant = int8_md.manifest.quantization
     return {
@@ -92,8 +108,122 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path) -> dict[str, Any]:
                                   for k in shapes},
         "speedup_int8_vs_ort_fp32": {k: round(latency["ort_fp32"][k]["p50"] / latency["ort_int8"][k]["p50"], 3)
                                      for k in shapes},
+        "speedup_int8_vs_legacy_int8": {k: round(latency["ort_int8_legacy"][k]["p50"] / latency["ort_int8"][k]["p50"],
+                                                 3) for k in shapes},
         "metric_drop_points": round((fp32_md.manifest.metrics[metric] - int8_md.manifest.metrics[metric]) * 100, 3),
+        "int8_top1_agreement_with_fp32": int8_md.manifest.metrics.get("int8_agreement"),
+        "scheme": quant.scheme if quant else None,
+        "host_limit": host_limit(name, fp32_dir, int8_dir, work, latency),
+        "kernel_paths": kernel_paths(int8_dir),
+        "candidates": candidates(int8_dir),
     }
+
+
+def _static_shapes(path: Path, feed: dict[str, np.ndarray]) -> Any:
+    """The graph with every value's shape inferred for this feed's shapes (onnxruntime's symbolic inference)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(path))
+    for inp in model.graph.input:
+        for dim, size in zip(inp.type.tensor_type.shape.dim, feed[inp.name].shape, strict=True):
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+
+
+def gemm_work(path: Path, feed: dict[str, np.ndarray]) -> tuple[int, list[tuple[int, int, int]]]:
+    """The model's GEMM (and conv) multiply-accumulates for this feed, and the (M, K, N) of its weight GEMMs."""
+    model = _static_shapes(path, feed)
+    g = model.graph
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*g.value_info, *g.input, *g.output]}
+    consts = {i.name: list(i.dims) for i in g.initializer}
+    shapes.update(consts)
+    macs, weight_gemms = 0, []
+    for node in g.node:
+        if node.op_type in ("MatMul", "Gemm"):
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            macs += int(np.prod(out)) * a[-1]
+            if node.input[1] in consts and len(consts[node.input[1]]) == 2:
+                weight_gemms.append((int(np.prod(a[:-1])), *consts[node.input[1]]))
+        elif node.op_type == "Conv":
+            w, out = consts[node.input[1]], shapes[node.output[0]]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+    return macs, weight_gemms
+
+
+def gemm_rates(gemms: list[tuple[int, int, int]], work: Path) -> dict[str, float]:
+    """The host's GEMM rate (MAC/s, one thread) on these shapes, in fp32 and in the INT8 the model ships
+    (7-bit u8s8 dynamic): a graph of just these GEMMs, timed interleaved."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lambdaforge.onnxsession import open_session
+    from lambdaforge.quantize import QuantizationError, engine
+    from lambdaforge.quantize.config import DynamicQuantConfig
+    from lambdaforge.timing import interleaved_ms
+
+    rng = np.random.default_rng(0)
+    nodes, inits, inputs, outputs, feed = [], [], [], [], {}
+    for i, (m, k, n) in enumerate(sorted(set(gemms))):
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [m, k]))
+        outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [m, n]))
+        inits.append(numpy_helper.from_array(rng.normal(size=(k, n)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"y{i}"], name=f"mm{i}"))
+        feed[f"x{i}"] = rng.normal(size=(m, k)).astype(np.float32)
+    macs = sum(m * k * n for m, k, n in sorted(set(gemms)))
+    fp32 = work / "gemms.onnx"
+    onnx.save(helper.make_model(helper.make_graph(nodes, "gemms", inputs, outputs, inits),
+                                opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    int8 = engine.quantize_dynamic(fp32, work / "gemms-int8.onnx", DynamicQuantConfig())
+    calls = {name: partial(open_session(path, error=QuantizationError).run, None, feed)
+             for name, path in (("fp32", fp32), ("int8", int8))}
+    lat = interleaved_ms(calls, rounds=40, block=3)
+    return {name: macs / (t["p50"] / 1000) for name, t in lat.items()}
+
+
+def candidates(int8_dir: Path) -> list[dict[str, Any]]:
+    """Every candidate of the quantization report, with its latency interval (measured side by side there)."""
+    import json
+
+    report = json.loads((int8_dir / "quantization_report.json").read_text())
+    keep = ("name", "scheme", "passed", "size_bytes", "latency_ms_p50", "latency_ms_lo", "latency_ms_hi", "metric",
+            "agreement", "cosine_mean", "cosine_min", "exact_agreement", "fused_ops", "reason")
+    return [{k: c.get(k) for k in keep} for c in [report["fp32"], *report["candidates"]]]
+
+
+def kernel_paths(int8_dir: Path) -> dict[str, Any]:
+    """Top-1 agreement of the shipped model's default kernel path and the exact U8U8 path on its held-out rows."""
+    from lambdaforge.artifact import open_model_dir
+    from lambdaforge.onnxsession import open_session, predict_batched
+    from lambdaforge.quantize import QuantizationError, engine
+
+    md = open_model_dir(int8_dir)
+    with np.load(md.file(md.manifest.eval_file), allow_pickle=False) as npz:
+        feed = {s.name: npz[s.name] for s in md.manifest.inputs}
+    default = predict_batched(open_session(md.model_path, error=QuantizationError), feed)
+    exact = predict_batched(engine.exact_session(md.model_path), feed)
+    return {"rows": len(default), "top1_agreement": float((default.argmax(-1) == exact.argmax(-1)).mean()),
+            "max_logit_diff": float(np.abs(default - exact).max()),
+            "saturation": engine.saturation_check(md.model_path).describe(), "host_isa": engine.host_isa()}
+
+
+def host_limit(name: str, fp32_dir: Path, int8_dir: Path, work: Path, latency: dict[str, Any]) -> dict[str, Any]:
+    """The model's GEMM MACs over the host's best GEMM rate, and the fraction of that limit each variant reaches
+    at batch 1 (text: 128 tokens)."""
+    from lambdaforge.artifact import open_model_dir
+
+    md = open_model_dir(fp32_dir)
+    feed = _inputs(name, md, 1)
+    macs, gemms = gemm_work(md.model_path, feed)
+    rates = gemm_rates(gemms, work) if gemms else {}
+    best = max(rates.values()) if rates else None
+    limit_ms = macs / best * 1000 if best else None
+    reach = {backend: round(limit_ms / per["b1"]["p50"], 3) for backend, per in latency.items()} \
+        if limit_ms else {}
+    return {"gemm_macs_b1": macs, "gemm_rate_gmacs": {k: round(v / 1e9, 2) for k, v in rates.items()},
+            "limit_ms_b1": round(limit_ms, 3) if limit_ms else None, "fraction_of_limit_b1": reach}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -109,8 +239,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
         lat = results["recipes"][name]["latency_ms"]
         keys = [k for k in ("b1", "b8") if k in lat["torch_fp32"]]
         x = np.arange(len(keys))
-        for i, backend in enumerate(("torch_fp32", "ort_fp32", "ort_int8")):
-            ax.bar(x + (i - 1) * 0.27, [lat[backend][k]["p50"] for k in keys], 0.27, label=backend)
+        backends = [b for b in ("torch_fp32", "ort_fp32", "ort_int8_legacy", "ort_int8") if b in lat]
+        width = 0.8 / len(backends)
+        for i, backend in enumerate(backends):
+            ax.bar(x + (i - (len(backends) - 1) / 2) * width, [lat[backend][k]["p50"] for k in keys], width,
+                   label=backend)
+        limit = results["recipes"][name].get("host_limit", {}).get("limit_ms_b1")
+        if limit:
+            ax.axhline(limit, color="black", linestyle="--", linewidth=1, label="host limit, batch 1")
         ax.set_xticks(x, [f"batch {k[1:]}" for k in keys])
         ax.set_ylabel("warm p50 latency (ms, 1 thread)")
         sub = " (sequence 128)" if name == "text" else ""
@@ -126,13 +262,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/models.json"))
     parser.add_argument("--recipes", default="digits,text")
     parser.add_argument("--workdir", type=Path, default=None, help="reuse trained models from here")
+    parser.add_argument("--no-small-encoder", dest="small_encoder", action="store_false",
+                        help="skip the 3-layer text encoder")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         results: dict[str, Any] = {"machine": machine(), "threads": 1, "recipes": {}}
         for name in args.recipes.split(","):
             fp32, int8 = train_and_quantize(name, workdir)
-            results["recipes"][name] = bench_recipe(name, fp32, int8)
+            results["recipes"][name] = bench_recipe(name, fp32, int8, workdir)
+            if name == "text" and args.small_encoder:
+                # A smaller encoder on request: the first 3 of MiniLM's 6 layers, fine-tuned on the same data.
+                fp32_3, int8_3 = train_and_quantize("text", workdir / "layers3", {"encoder_layers": 3})
+                results["recipes"]["text-3-layers"] = bench_recipe("text", fp32_3, int8_3, workdir / "layers3")
     write_json(args.out, results)
     plot(results, args.out.with_suffix(".png"))
 

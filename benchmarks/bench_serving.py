@@ -12,6 +12,9 @@ and a bounded load run on loopback. Everything is measured in one run.
 - load: at least 2,000 requests at concurrency 8 against 127.0.0.1 only; bounded in count and time.
 
     python benchmarks/bench_serving.py --out benchmarks/results/serving.json
+    python benchmarks/bench_serving.py --out benchmarks/results/serving.json --plot-only   # re-plot the JSON
+
+The figure (serving.png beside the JSON): cold start, peak RSS and runtime payload, ours against torch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, machine, train_and_quantize, write_json
+from common import ROOT, machine, machine_line, pyplot, read_json, train_and_quantize, write_json
 
 from lambdaforge.bundle.build import image_env
 from lambdaforge.local.sagemaker_executor import free_port
@@ -124,6 +127,7 @@ def installed_mb(names: list[str]) -> tuple[float, float]:
 
 
 def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]]:
+    """Each recipe's runtime payload in MiB, ours and torch's, with the budget ours is held to."""
     from lambdaforge.bundle.measure import payload
 
     out: dict[str, dict[str, float]] = {}
@@ -138,7 +142,8 @@ def payloads(models: dict[str, tuple[Path, Path]]) -> dict[str, dict[str, float]
         out[recipe] = {"ours": round(ours.total_bytes / 2**20, 2), "torch": round(torch_deps_mb + torch_model_mb, 2),
                        "ours_deps": round(ours.deps_bytes / 2**20, 2), "ours_model": round(ours.model_bytes / 2**20, 2),
                        "ours_bytecode": round(ours.bytecode_bytes / 2**20, 2), "torch_bytecode": round(torch_pyc_mb, 2),
-                       "torch_deps": round(torch_deps_mb, 2), "torch_model": round(torch_model_mb, 2)}
+                       "torch_deps": round(torch_deps_mb, 2), "torch_model": round(torch_model_mb, 2),
+                       "ours_budget": round(ours.budget_bytes / 2**20, 2)}
     return out
 
 
@@ -244,7 +249,7 @@ def cold_starts(models: dict[str, tuple[Path, Path]], tmp: Path, runs: int) -> d
                          "ours_with_xray": round(xray["median_s"], 3)},
         "cold_start_python": {"ours": python, "torch": sys.executable},
         "peak_rss_mb": {"ours": round(ours["peak_rss_mb"], 1), "torch": round(torch_cs["peak_rss_mb"], 1)},
-        "cold_start_runs_s": {"ours": ours["runs"], "torch": torch_cs["runs"]},
+        "cold_start_runs_s": {"ours": ours["runs"], "torch": torch_cs["runs"], "ours_with_xray": xray["runs"]},
     }
 
 
@@ -283,6 +288,94 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+OURS, TORCH = "tab:blue", "tab:orange"
+
+
+def _cold_panel(ax: Any, results: dict[str, Any]) -> None:
+    cs, runs = results["cold_start_s"], results.get("cold_start_runs_s", {})
+    keys = [k for k in ("ours", "ours_with_xray", "torch") if k in cs]
+    names = {"ours": "ours\n(INT8, onnxruntime)", "ours_with_xray": "ours\n+ X-Ray SDK",
+             "torch": "torch handler\n(fp32, eager)"}
+    colors = {"ours": OURS, "ours_with_xray": OURS, "torch": TORCH}
+    x = np.arange(len(keys))
+    ax.bar(x, [cs[k] for k in keys], 0.6, color=[colors[k] for k in keys], alpha=0.55,
+                  hatch=["//" if k == "ours_with_xray" else "" for k in keys], label="median")
+    for i, k in enumerate(keys):
+        points = runs.get(k) or []
+        if points:  # each fresh process, spread sideways so that equal runs stay visible
+            jitter = np.linspace(-0.18, 0.18, len(points)) if len(points) > 1 else np.zeros(1)
+            ax.scatter(i + jitter, points, s=14, color="black", zorder=3,
+                       label=f"each run (n={len(points)})" if i == 0 else None)
+    tops = [max([cs[k], *(runs.get(k) or [])]) for k in keys]
+    for i, k in enumerate(keys):  # above the highest run, so that the points do not hide the figure
+        ax.annotate(f"median {cs[k]:.2f} s", (i, tops[i]), xytext=(0, 4), textcoords="offset points",
+                    ha="center", fontsize=8)
+    ax.set_xticks(x, [names[k] for k in keys], fontsize=8)
+    ax.set_ylabel("cold start: process start to first prediction (s)")
+    ax.set_ylim(0, max(tops) * 1.15)
+    ratio = cs["torch"] / cs["ours"]
+    recipe = results.get("cold_start_recipe", "")
+    ax.set_title(f"cold start{f' ({recipe})' if recipe else ''}: {ratio:.1f}x faster than torch", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+
+
+def _rss_panel(ax: Any, results: dict[str, Any]) -> None:
+    rss = results["peak_rss_mb"]
+    bars = ax.bar([0, 1], [rss["ours"], rss["torch"]], 0.6, color=[OURS, TORCH], alpha=0.8)
+    ax.bar_label(bars, labels=[f"{rss['ours']:.0f} MiB", f"{rss['torch']:.0f} MiB"], padding=2, fontsize=8)
+    ax.set_xticks([0, 1], ["ours", "torch handler"], fontsize=8)
+    ax.set_ylabel("peak RSS at first prediction (MiB)")
+    ax.set_ylim(0, max(rss.values()) * 1.15)
+    ax.set_title(f"peak memory: {rss['ours'] / rss['torch']:.2f} of torch's", fontsize=10)
+
+
+def _payload_panel(ax: Any, results: dict[str, Any]) -> None:
+    payload = results["payload_mb"]
+    recipes = list(payload)
+    x = np.arange(len(recipes))
+    width = 0.38
+    sides = ((-width / 2, "ours", OURS, "ours"), (width / 2, "torch", TORCH, "torch handler"))
+    for offset, side, color, label in sides:
+        deps = [payload[r].get(f"{side}_deps", payload[r][side]) for r in recipes]
+        model = [payload[r].get(f"{side}_model", 0.0) for r in recipes]
+        ax.bar(x + offset, deps, width, color=color, alpha=0.8, label=f"{label}: dependencies + code")
+        bars = ax.bar(x + offset, model, width, bottom=deps, color=color, alpha=0.35, hatch="xx",
+                      label=f"{label}: model")
+        ax.bar_label(bars, labels=[f"{payload[r][side]:.0f}" for r in recipes], padding=2, fontsize=8)
+    budgets = {payload[r]["ours_budget"] for r in recipes if "ours_budget" in payload[r]}
+    if not budgets:  # results written before the budget was recorded: the one payload() measured against
+        from lambdaforge.bundle.measure import DEFAULT_BUDGET_MB
+
+        budgets = {float(DEFAULT_BUDGET_MB)}
+    for budget in sorted(budgets):
+        ax.axhline(budget, color="tab:red", linestyle="--", linewidth=1, label=f"budget for ours ({budget:g} MiB)")
+    ax.set_xticks(x, recipes)
+    ax.set_xlabel("recipe")
+    ax.set_ylabel("runtime payload on disk (MiB)")
+    ax.set_ylim(0, max(payload[r]["torch"] for r in recipes) * 1.15)
+    fractions = ", ".join(f"{r} {payload[r]['ours'] / payload[r]['torch']:.2f}" for r in recipes)
+    ax.set_title(f"image payload: ours / torch = {fractions}", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Cold start (median bars, each run as a point), peak RSS and payload, ours against the torch handler."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    _cold_panel(axes[0], results)
+    _rss_panel(axes[1], results)
+    _payload_panel(axes[2], results)
+    fig.suptitle("serving: our Lambda handler (INT8 ONNX, no torch) vs a torch eager handler, same weights",
+                 fontsize=11)
+    footer = machine_line(results.get("machine", {}))
+    if footer:
+        fig.text(0.5, 0.01, footer, ha="center", fontsize=7, color="dimgray")
+    fig.tight_layout(rect=(0, 0.03, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/serving.json"))
@@ -290,7 +383,11 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=9, help="fresh processes per handler (>= 5)")
     parser.add_argument("--warm-runs", type=int, default=500)
     parser.add_argument("--load-requests", type=int, default=2000)
+    parser.add_argument("--plot-only", action="store_true", help="re-plot the existing --out JSON, measure nothing")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(read_json(args.out), args.out.with_suffix(".png"))
+        return
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp_name:
         tmp = Path(tmp_name)
         models = {r: train_and_quantize(r, args.workdir or tmp) for r in ("digits", "text")}
@@ -302,6 +399,7 @@ def main() -> None:
     results["ratios"] = ratios(results)
     print(json.dumps(results["ratios"], indent=2))
     write_json(args.out, results)
+    plot(results, args.out.with_suffix(".png"))
 
 
 if __name__ == "__main__":

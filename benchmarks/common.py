@@ -58,3 +58,28 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A results file written by `write_json` (for re-plotting without re-running a benchmark)."""
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (files only, no display), imported when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """The host in one line for a figure's footer: CPU, family/model, ISA flags that matter, cores."""
+    family = "/".join(str(m[k]) for k in ("cpu_family", "cpu_model") if m.get(k))
+    isa = " ".join(m.get("isa") or [])
+    parts = [str(m.get("cpu", "unknown CPU")), f"family/model {family}" if family else "",
+             f"ISA: {isa}" if isa else "", f"{m['cores']} cores" if m.get("cores") else ""]
+    return ", ".join(p for p in parts if p)

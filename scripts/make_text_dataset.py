@@ -1,6 +1,7 @@
-"""Write the shipped text dataset: support tickets in four classes, with a fixed train/test split.
+"""Write the tests' small text dataset: easy support tickets in four classes, with a fixed train/test split.
 
-Run once; the CSV it writes is committed (src/lambdaforge/recipes/data/support_tickets.csv).
+Run once; the CSV it writes is committed (tests/data/support_tickets_small.csv). The shipped dataset, harder,
+comes from `python -m lambdaforge.recipes.tickets`.
 Deterministic: the same seed gives the same bytes.
 """
 
@@ -124,4 +125,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else
-         Path(__file__).resolve().parents[1] / "src/lambdaforge/recipes/data/support_tickets.csv")
+         Path(__file__).resolve().parents[1] / "tests/data/support_tickets_small.csv")

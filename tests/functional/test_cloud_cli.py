@@ -152,6 +152,17 @@ def test_deploy_plan_builds_and_deploys_from_samconfig() -> None:
     assert plan.env["PATH"].startswith("/opt/py312/bin")
 
 
+def test_sam_build_gets_the_architecture_the_deploy_gets() -> None:
+    """`sam build` builds the images for the functions' Architectures: without the parameter it builds x86_64
+    images that an arm64 deploy would then run."""
+    plan = plan_deploy(ROOT, sam="sam", stack="prod", region="eu-west-1", training_image="img:1",
+                       extra_parameters={"Architecture": "arm64"})
+    build = plan.build[plan.build.index("--parameter-overrides") + 1:]
+    deploy = [o for o in plan.deploy[plan.deploy.index("--parameter-overrides") + 1:] if "=" in o]
+    assert "Architecture=arm64" in build and "Architecture=arm64" in deploy
+    assert set(deploy) <= set(build)
+
+
 def test_deploy_plan_with_images_built_elsewhere() -> None:
     plan = plan_deploy(ROOT, sam="sam", stack="prod", region="us-east-1", training_image="img:1",
                        inference_image="1.dkr.ecr.us-east-1.amazonaws.com/inf:7",

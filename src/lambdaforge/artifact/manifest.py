@@ -80,10 +80,14 @@ class TrainingInfo(_Frozen):
 
 class QuantizationInfo(_Frozen):
     mode: str  # what was asked: auto, dynamic, static
-    chosen: str  # the candidate that ships, or "fp32" when none passed
+    chosen: str  # the candidate that ships, or "fp32" (none passed, or every INT8 model was measurably slower)
     fallback: bool = False
     report: str = "quantization_report.json"
     source_sha256: str  # the fp32 model.onnx it was made from
+    # how the INT8 weights were made so every CPU computes the same (e.g. "u8s8-7bit", "u8u8", "fp32"), and the
+    # ISA class of the host that chose it ("x86-avx2", "x86-vnni", "x86-amx", "arm64-sdot"); None for older models
+    scheme: str | None = None
+    host_isa: str | None = None
 
 
 class Manifest(_Frozen):

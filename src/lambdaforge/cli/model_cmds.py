@@ -180,16 +180,19 @@ def train(
 def export(
     model: Annotated[Path, typer.Option(help="trained model directory (with model.safetensors)")],
     out: Annotated[Path, typer.Option(help="new model directory to write")],
-    opset: Annotated[int, typer.Option(help="ONNX opset")] = 18,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 18; 17 for an encoder, which the "
+                                                   "TorchScript exporter writes for onnxruntime's fusions)")] = None,
     force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
 ) -> None:
     """Re-export a trained model to ONNX from its weights, with the parity check."""
     from lambdaforge.artifact import open_model_dir
+    from lambdaforge.export.onnx_export import onnx_opset
     from lambdaforge.export.reexport import reexport
 
     _empty_or_force(out, force)
-    parity = reexport(open_model_dir(model), out, opset=opset).parity
-    _summary("exported", [("model directory", str(out)), ("opset", str(opset)),
+    done = reexport(open_model_dir(model), out, opset=opset)
+    parity = done.parity
+    _summary("exported", [("model directory", str(out)), ("opset", str(onnx_opset(done.model_dir.model_path))),
                           ("parity max |diff|", f"{parity.max_abs_diff:.3g}"),
                           ("parity shapes", ", ".join(str(s) for s in parity.shapes)),
                           ("top-1 agreement", f"{parity.argmax_agreement:.4f}")])
@@ -221,17 +224,20 @@ def quantize(
         report = quantize_model_dir(source, out, cfg,
                                     progress=lambda msg: progress.update(task, description=msg)).report
     table = Table(title=f"quantization candidates ({report.recipe})", title_justify="left")
-    for col in ("candidate", "size MB", "p50 ms", report.primary_metric, "agreement", "drop (pts)", "passed"):
+    for col in ("candidate", "scheme", "size MB", "p50 ms [interval]", report.primary_metric, "agreement",
+                "drop (pts)", "passed"):
         table.add_column(col)
     for c in [report.fp32, *report.candidates]:
-        table.add_row(c.name, f"{(c.size_bytes or 0) / 1e6:.2f}",
-                      f"{c.latency_ms_p50:.2f}" if c.latency_ms_p50 is not None else "-",
+        lat = f"{c.latency_ms_p50:.2f}" if c.latency_ms_p50 is not None else "-"
+        if c.latency_ms_lo is not None and c.latency_ms_hi is not None:
+            lat += f" [{c.latency_ms_lo:.2f}, {c.latency_ms_hi:.2f}]"
+        table.add_row(c.name, c.scheme or "-", f"{(c.size_bytes or 0) / 1e6:.2f}", lat,
                       f"{c.metric:.4f}" if c.metric is not None else "-",
                       f"{c.agreement:.4f}" if c.agreement is not None else "-",
                       f"{c.drop * 100:.2f}" if c.drop is not None else "-",
                       "yes" if c.passed else f"no: {c.reason}")
     console.print(table)
-    console.print(f"report: {out / 'quantization_report.md'}")
+    console.print(f"host CPU class {report.host_isa}; report: {out / 'quantization_report.md'}")
     if not report.gate_passed:
         raise CommandFailedError(f"accuracy gate failed: {report.gate_reason}")
     console.print(f"[green]chosen {report.chosen}[/green]: {report.gate_reason}")

@@ -85,7 +85,9 @@ def plan_deploy(root: Path, *, sam: str, stack: str, region: str, training_image
     parameters = {**samconfig_overrides(root), **(extra_parameters or {}), "TrainingImageUri": training_image,
                   **images}
     overrides = [f"{k}={v}" for k, v in sorted(parameters.items())]
-    build = [sam, "build", "--template-file", str(template), "--parallel", "--cached"]
+    # `sam build` needs the parameters too: Architecture decides which platform the images are built for
+    build = [sam, "build", "--template-file", str(template), "--parallel", "--cached", "--parameter-overrides",
+             *overrides]
     deploy = [sam, "deploy", "--stack-name", stack, "--region", region, "--no-fail-on-empty-changeset",
               "--parameter-overrides", *overrides]
     if guided:

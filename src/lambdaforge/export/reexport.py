@@ -19,7 +19,7 @@ class Reexported:
     parity: ParityReport
 
 
-def reexport(md: ModelDir, out: Path, *, opset: int) -> Reexported:
+def reexport(md: ModelDir, out: Path, *, opset: int | None = None) -> Reexported:
     """A new model directory with model.onnx exported again from the weights of a verified one."""
     from safetensors.torch import load_file
 

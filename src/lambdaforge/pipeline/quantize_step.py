@@ -34,8 +34,9 @@ from lambdaforge.registry import Catalog, VersionRecord
 from lambdaforge.s3transfer import download_file, download_prefix, upload_folder
 
 # /tmp written per byte the artifact unpacks to: the extracted model, the quantized folder (the fp32 files
-# again plus the INT8 candidates, each no larger) and the live model fetched for the comparison.
-TMP_BYTES_PER_UNPACKED_BYTE = 3
+# again), the candidates' work folder (an encoder's fused fp32 graph, fp32-sized, and up to five INT8 graphs
+# of a quarter each) and the live model fetched for the comparison (possibly fp32).
+TMP_BYTES_PER_UNPACKED_BYTE = 5
 
 
 def tmp_room(folder: Path, ephemeral_storage_mb: int) -> int:

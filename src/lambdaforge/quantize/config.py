@@ -2,8 +2,13 @@
 
 `mode` picks the candidates: `dynamic` (INT8 weights, activations quantized at run time;
 best for MatMul-heavy transformers), `static` (QDQ per-channel, calibrated on the
-artifact's samples; best for conv nets), or `auto` (try them all, keep the fastest that
-passes the accuracy gate, fall back to excluding sensitive nodes, then to fp32).
+artifact's samples; best for conv nets), or `auto` (try them all, with the fused graphs of an
+encoder and fp32 itself; keep the smallest that passes the gate and is not measurably slower
+than the fastest; fall back to excluding sensitive nodes, then to fp32).
+
+Weights are 7-bit by default (`reduce_range`): x86 CPUs without VNNI add u8 x s8 products in
+saturating int16 pairs, which 8-bit weights can overflow and 7-bit ones cannot, so the model
+computes the same on AVX2, VNNI, AMX and arm64 (`isa_robust` refuses a graph that could saturate).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ def _check(cond: bool, message: str) -> None:
 class DynamicQuantConfig:
     per_channel: bool = True
     weight_type: IntType = "int8"
-    fuse: bool = False  # run onnxruntime's transformer fusions first
+    fuse: bool = False  # run onnxruntime's transformer fusions first (encoders the export marked fusable)
+    reduce_range: bool = True  # 7-bit weights: no int16 saturation on x86 without VNNI
     op_types: tuple[str, ...] = ()  # empty: onnxruntime's defaults
     nodes_to_exclude: tuple[str, ...] = ()
 
@@ -42,6 +48,7 @@ class StaticQuantConfig:
     calibration_rows: int = 128
     activation_type: IntType = "uint8"
     weight_type: IntType = "int8"
+    reduce_range: bool = True
     op_types: tuple[str, ...] = ()
     nodes_to_exclude: tuple[str, ...] = ()
 
@@ -90,12 +97,17 @@ class QuantizeConfig:
     dynamic: DynamicQuantConfig = field(default_factory=DynamicQuantConfig)
     static: StaticQuantConfig = field(default_factory=StaticQuantConfig)
     gate: AccuracyGate = field(default_factory=AccuracyGate)
-    latency_runs: int = 30
+    latency_runs: int = 30  # interleaved timing rounds (every candidate once per round)
+    latency_block: int = 3  # calls per candidate per round; a round's sample is their mean
+    confidence: float = 0.95  # of each candidate's latency interval (bootstrap of the median)
     fp32_fallback: bool = True
+    isa_robust: bool = True  # refuse an INT8 graph whose U8S8 products could saturate on x86 without VNNI
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         _check(3 <= self.latency_runs <= 10_000, "latency_runs must be between 3 and 10000")
+        _check(1 <= self.latency_block <= 1_000, "latency_block must be between 1 and 1000")
+        _check(0.5 <= self.confidence < 1.0, f"confidence must be in [0.5, 1), not {self.confidence}")
 
     def with_gate(self, *, max_drop: float | None = None, min_metric: float | None = None) -> QuantizeConfig:
         gate = AccuracyGate(max_drop=self.gate.max_drop if max_drop is None else max_drop,
@@ -108,7 +120,17 @@ PRESETS: dict[str, QuantizeConfig] = {
     "transformer": QuantizeConfig(mode="dynamic", gate=AccuracyGate(max_drop=0.01)),
     "cnn": QuantizeConfig(mode="static"),
     "strict": QuantizeConfig(mode="auto", gate=AccuracyGate(max_drop=0.0), fp32_fallback=False),
+    # full 8-bit weights: only for a fleet known to have VNNI (or arm64); the gate still compares kernel paths
+    "vnni-only": QuantizeConfig(dynamic=DynamicQuantConfig(reduce_range=False),
+                                static=StaticQuantConfig(reduce_range=False), isa_robust=False),
 }
+
+
+def scheme(cfg: DynamicQuantConfig | StaticQuantConfig) -> str:
+    """How a candidate's integers meet: activations x weights, and 7-bit weights when reduce_range."""
+    act = "u8" if isinstance(cfg, DynamicQuantConfig) else ("u8" if cfg.activation_type == "uint8" else "s8")
+    weight = "s8" if cfg.weight_type == "int8" else "u8"
+    return f"{act}{weight}" + ("-7bit" if cfg.reduce_range and weight == "s8" else "")
 
 
 def preset(name: str) -> QuantizeConfig:

@@ -11,11 +11,23 @@ from pydantic import BaseModel, Field
 class CandidateResult(BaseModel):
     name: str
     mode: str
+    scheme: str = ""  # fp32, fp32-fused, u8s8-7bit, u8u8, ... (see quantize.config.scheme)
     options: dict[str, Any] = Field(default_factory=dict)
     size_bytes: int | None = None
-    latency_ms_p50: float | None = None
+    latency_ms_p50: float | None = None  # median of the interleaved rounds, batch 1, one thread
+    latency_ms_lo: float | None = None  # the median's interval (the report's confidence)
+    latency_ms_hi: float | None = None
     metric: float | None = None
     agreement: float | None = None  # top-1 agreement with fp32 on the held-out set
+    cosine_mean: float | None = None  # cosine of the logits with fp32's, per held-out row: mean and minimum
+    cosine_min: float | None = None
+    exact_agreement: float | None = None  # top-1 agreement of the default and exact (U8U8) kernel paths
+    exact_max_diff: float | None = None  # their largest logit difference
+    # whether the exact path computes differently here at all: only on x86 without VNNI, for weights the
+    # saturation bound does not clear (elsewhere both paths are one, and agreement is 1 by construction)
+    exact_path_exercised: bool | None = None
+    saturation: str | None = None  # whether U8S8 products can saturate int16 on x86 without VNNI
+    fused_ops: dict[str, int] = Field(default_factory=dict)  # Attention, SkipLayerNormalization, ...
     drop: float | None = None
     live_delta: float | None = None  # metric minus the live model's, on the same rows (None: not compared)
     live_agreement: float | None = None  # top-1 agreement with the live model on the held-out set
@@ -57,6 +69,8 @@ class QuantizationReport(BaseModel):
     gate: dict[str, float]
     source_sha256: str
     eval_rows: int
+    host_isa: str = ""  # the CPU class that measured and chose (x86-avx2, x86-vnni, x86-amx, arm64-sdot, ...)
+    timing: dict[str, float] = Field(default_factory=dict)  # rounds, block, confidence
     fp32: CandidateResult
     candidates: list[CandidateResult]
     chosen: str
@@ -82,21 +96,32 @@ class QuantizationReport(BaseModel):
             f"- gate: {'passed' if self.gate_passed else 'FAILED'}: {self.gate_reason}",
             f"- gate bounds: max drop {self.gate['max_drop'] * 100:.2f} points, floor {self.gate['min_metric']:.4f}",
             f"- held-out rows: {self.eval_rows}",
+            f"- host CPU class: {self.host_isa or '-'}; latency: median of {int(self.timing.get('rounds', 0))} "
+            f"interleaved rounds of {int(self.timing.get('block', 0))} calls, "
+            f"{self.timing.get('confidence', 0) * 100:.0f} % interval",
             "",
-            f"| candidate | size (MB) | p50 latency (ms, batch 1, 1 thread) | {m} | agreement | drop (points) "
+            f"| candidate | scheme | size (MB) | p50 latency [interval] (ms, batch 1, 1 thread) | {m} | agreement "
+            "| logit cosine mean / min | exact-path agreement | fused ops | drop (points) "
             "| vs live (points) | agreement with live | vs live on live's rows (points) | passed | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in [self.fp32, *self.candidates]:
             size = f"{c.size_bytes / 1e6:.2f}" if c.size_bytes else "-"
             lat = f"{c.latency_ms_p50:.2f}" if c.latency_ms_p50 is not None else "-"
+            if c.latency_ms_lo is not None and c.latency_ms_hi is not None:
+                lat += f" [{c.latency_ms_lo:.2f}, {c.latency_ms_hi:.2f}]"
+            cos = f"{c.cosine_mean:.5f} / {c.cosine_min:.5f}" if c.cosine_mean is not None and \
+                c.cosine_min is not None else "-"
+            exact = f"{c.exact_agreement:.4f}" if c.exact_agreement is not None else "-"
+            fused = ", ".join(f"{k} {v}" for k, v in c.fused_ops.items()) or "-"
             met = f"{c.metric:.4f}" if c.metric is not None else "-"
             agr = f"{c.agreement:.4f}" if c.agreement is not None else "-"
             drop = f"{c.drop * 100:.2f}" if c.drop is not None else "-"
             vs_live = f"{c.live_delta * 100:+.2f}" if c.live_delta is not None else "-"
             agr_live = f"{c.live_agreement:.4f}" if c.live_agreement is not None else "-"
             vs_live_rows = f"{c.live_rows_delta * 100:+.2f}" if c.live_rows_delta is not None else "-"
-            lines.append(f"| {c.name} | {size} | {lat} | {met} | {agr} | {drop} | {vs_live} | {agr_live} "
+            lines.append(f"| {c.name} | {c.scheme or '-'} | {size} | {lat} | {met} | {agr} | {cos} | {exact} | {fused} "
+                         f"| {drop} | {vs_live} | {agr_live} "
                          f"| {vs_live_rows} | {'yes' if c.passed else 'no'} | {c.reason} |")
         if self.live is not None:
             lines += ["", *self._live_markdown(self.live)]

@@ -51,6 +51,32 @@ class Bounds:
             raise HyperparameterError(f"hyperparameter {key}={shown(value)} is out of range {self}")
 
 
+@dataclass(frozen=True)
+class AtMost:
+    """A rule between two hyperparameters: `key` may be at most the value of `limit` (e.g. the text recipe's
+    train_layers <= encoder_layers). Declared with the bounds, so the trigger checks it without torch."""
+
+    key: str
+    limit: str
+    why: str = ""
+
+    def check(self, values: dict[str, Any]) -> None:
+        if self.key not in values or self.limit not in values:
+            return
+        value, limit = values[self.key], values[self.limit]
+        numbers = [v for v in (value, limit) if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == 2 and value > limit:
+            why = f" ({self.why})" if self.why else ""
+            raise HyperparameterError(
+                f"hyperparameter {self.key}={shown(value)} is more than {self.limit}={shown(limit)}{why}",
+                hint=f"set {self.key} to at most {shown(limit)}, or raise {self.limit}")
+
+
+def check_relations(values: dict[str, Any], relations: tuple[AtMost, ...]) -> None:
+    for relation in relations:
+        relation.check(values)
+
+
 # The common hyperparameters' ranges (a recipe declares its own keys' ranges in `Recipe.bounds`).
 COMMON_BOUNDS: dict[str, Bounds] = {
     "epochs": Bounds(1, 1000),
@@ -70,6 +96,9 @@ class HyperparameterSpec:
 
     defaults: dict[str, Any]
     bounds: dict[str, Bounds] = field(default_factory=dict)
+    # rules between keys, checked after the bounds; left out of ==, which compares what a recipe declares as
+    # `defaults` and `bounds` (a recipe declares its rules as the optional class attribute `relations`)
+    relations: tuple[AtMost, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -176,6 +205,8 @@ def parse_hyperparameters(recipe: Recipe, raw: dict[str, Any]) -> Hyperparameter
                                       hint=f"known: {', '.join(known)}")
     hp = Hyperparameters(**values, extra=extra)
     _check_bounds({**values, **extra}, {**COMMON_BOUNDS, **recipe.bounds})
+    # a recipe may declare `relations` beside its `bounds` (the built-in text recipe does)
+    check_relations({**values, **extra}, tuple(getattr(recipe, "relations", ())))
     return hp
 
 
@@ -224,6 +255,11 @@ def check_requested(recipe: str, raw: dict[str, Any], spec: HyperparameterSpec |
             _check_bounds({key: out[key]}, bounds)
         except HyperparameterError as exc:
             raise HyperparameterError(f"{source}: {exc.message}") from exc
+    if spec is not None:  # what was asked for, with the recipe's defaults for the rest
+        try:
+            check_relations({**spec.defaults, **out}, spec.relations)
+        except HyperparameterError as exc:
+            raise HyperparameterError(f"{source}: {exc.message}", hint=exc.hint) from exc
     return out
 
 

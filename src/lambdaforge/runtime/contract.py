@@ -14,13 +14,15 @@ import copy
 import json
 from typing import TYPE_CHECKING, Any
 
-from lambdaforge.runtime.http import TITLE, VERSION
+from lambdaforge.runtime.http import MAX_TOP_K, TITLE, VERSION
 from lambdaforge.runtime.predictor import FLOAT32_MAX, accepted_shapes
-from lambdaforge.runtime.schemas import MAX_TOP_K
 
 if TYPE_CHECKING:
-    from lambdaforge.artifact.manifest import Manifest
+    from lambdaforge import artifact
+    from lambdaforge.runtime import modelfiles
     from lambdaforge.runtime.predictor import Predictor
+
+    Manifest = modelfiles.Manifest | artifact.Manifest
 
 _REF = "#/components/schemas/"
 

@@ -4,6 +4,10 @@ Bad input is a 4xx JSON answer naming the problem, never a 500. Every refusal ha
 `{"error": code, "message": ..., "field"?: ..., "details"?: [...]}`, whether the resolver answers
 (validation, model errors, unknown routes) or a precheck refuses the event before it is parsed.
 Powertools and the standard library only, so the local gateway's tests can check its events here.
+
+No pydantic on the cold path: a valid prediction request (`plain_request`) is served without the
+resolver's validation, and the pydantic models (`schemas`) are built only for what needs them: a
+body that is not plainly valid (validation names the problem, as it always did) and the docs.
 """
 
 from __future__ import annotations
@@ -23,22 +27,24 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
 from lambdaforge import envvars
 from lambdaforge.runtime.errors import InvalidInputError, ModelNotReadyError, RuntimeModelError
-from lambdaforge.runtime.schemas import HealthResponse
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics
     from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 
-    from lambdaforge.runtime.predictor import Predictor
+    from lambdaforge.runtime.predictor import Prediction, Predictor
 
 TITLE = "lambdaforge inference API"
 VERSION = "1"
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 _UNION_TAGS = ("str", "int", "float", "bool", "list", "dict")
 _BODY_METHODS = ("POST", "PUT", "PATCH")
+MAX_TOP_K = 20
+DEFAULT_TOP_K = 3
 
 
 @dataclass(frozen=True)
@@ -269,8 +275,48 @@ def health(describe: Callable[[], dict[str, Any]]) -> Response[str]:
         info = describe()
     except RuntimeModelError as exc:
         return model_error(exc).response()
-    body = HealthResponse(status="ok", recipe=info["recipe"], version=str(info["version"]))
-    return Response(200, content_types.APPLICATION_JSON, body.model_dump_json(exclude_none=True))
+    # the bytes pydantic's HealthResponse.model_dump_json() wrote: compact, UTF-8 as is
+    body = json.dumps({"status": "ok", "recipe": info["recipe"], "version": str(info["version"])},
+                      separators=(",", ":"), ensure_ascii=False)
+    return Response(200, content_types.APPLICATION_JSON, body)
+
+
+def plain_request(event: dict[str, Any]) -> dict[str, Any] | None:
+    """The request, when the body is plainly a valid prediction request; None for anything else.
+
+    Plainly valid: a JSON body (as the resolver reads it: `bounded_json`, a JSON content type) that is
+    an object with `instances` (a non-empty list of strings and lists) and maybe `top_k` (an integer
+    1..MAX_TOP_K), nothing else. `schemas.PredictRequest` takes such a body unchanged, so serving it
+    without validation gives the same answer; any other body (3.0 for 3, a list around the object,
+    a missing field) is left to the validation, which decides and names the problem. The answer
+    holds `top_k` with its default filled in.
+    """
+    headers = event.get("headers") or {}
+    if any(str(v) != content_types.APPLICATION_JSON for k, v in headers.items() if k.lower() == "content-type"):
+        return None
+    try:
+        body = APIGatewayProxyEventV2(event, bounded_json).json_body  # what the resolver would parse
+    except Exception:  # any body that does not parse is the validation's to answer
+        return None
+    if type(body) is not dict or "instances" not in body or not body.keys() <= {"instances", "top_k"}:
+        return None
+    instances, top_k = body["instances"], body.get("top_k", DEFAULT_TOP_K)
+    if type(instances) is not list or not instances or any(type(i) not in (str, list) for i in instances):
+        return None
+    if type(top_k) is not int or not 1 <= top_k <= MAX_TOP_K:
+        return None
+    return {"instances": instances, "top_k": top_k}
+
+
+def predict_body(info: dict[str, Any], results: Sequence[Prediction], latency_ms: float) -> dict[str, Any]:
+    """The answer for a batch: the model that served it (`Predictor.describe()`) and one entry per instance
+    (`schemas.PredictResponse` has this shape, and serializes it to the same JSON)."""
+    return {
+        "model": {"recipe": info["recipe"], "version": str(info["version"])},
+        "predictions": [{"label": r.label, "index": r.index, "score": r.score,
+                         "top_k": [{"label": lab, "score": s} for lab, s in r.top_k]} for r in results],
+        "latency_ms": round(latency_ms, 3),
+    }
 
 
 def head_as_get(event: dict[str, Any], app: APIGatewayHttpResolver) -> bool:
@@ -293,10 +339,13 @@ def routes(app: APIGatewayHttpResolver) -> dict[str, list[str]]:
     return {path: sorted(set(methods)) for path, methods in table.items()}
 
 
-def install(app: APIGatewayHttpResolver, logger: Logger, predictor: Callable[[], Predictor]) -> None:
-    """Give the resolver the API's error answers, its docs (/docs) and its model's contract (/openapi.json)."""
-    from lambdaforge.runtime import contract
+def install(app: APIGatewayHttpResolver, logger: Logger, predictor: Callable[[], Predictor],
+            documented: Callable[[], APIGatewayHttpResolver] | None = None) -> None:
+    """Give the resolver the API's error answers, its docs (/docs) and its model's contract (/openapi.json).
 
+    `documented` is the resolver whose routes the document describes (with their request and response
+    models), made when the document is first asked for; by default `app` itself.
+    """
     documents: dict[int, str] = {}
 
     def spec() -> str:
@@ -307,7 +356,10 @@ def install(app: APIGatewayHttpResolver, logger: Logger, predictor: Callable[[],
             served = None
         key = id(served)
         if key not in documents:
-            base = json.loads(app.get_openapi_json_schema(title=TITLE, version=VERSION))
+            from lambdaforge.runtime import contract
+
+            described = documented() if documented else app
+            base = json.loads(described.get_openapi_json_schema(title=TITLE, version=VERSION))
             documents[key] = json.dumps(contract.document(base, served))
         return documents[key]
 

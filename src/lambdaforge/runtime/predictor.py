@@ -11,14 +11,17 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lambdaforge import envvars
-from lambdaforge.artifact import ModelDir
 from lambdaforge.onnxsession import open_session
 from lambdaforge.runtime.errors import InvalidInputError, RuntimeModelError
+
+if TYPE_CHECKING:
+    from lambdaforge import artifact
+    from lambdaforge.runtime.modelfiles import ModelDir
 
 LAMBDA_MB_PER_VCPU = 1769
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -61,7 +64,8 @@ class Prediction:
 
 
 class Predictor:
-    def __init__(self, model_dir: ModelDir, *, threads: int | None = None, warm_up: bool = True) -> None:
+    def __init__(self, model_dir: ModelDir | artifact.ModelDir, *, threads: int | None = None,
+                 warm_up: bool = True) -> None:
         self.model_dir = model_dir
         self.manifest = manifest = model_dir.manifest
         self.threads = envvars.setting(threads, envvars.THREADS, default_threads(), int)
@@ -76,6 +80,7 @@ class Predictor:
             tok.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - pad to the batch's longest row
             self.tokenizer = tok
         self.labels = list(manifest.labels)
+        self.version: str = os.environ.get(envvars.MODEL_VERSION) or manifest.training.job_name
         self._description: dict[str, Any] | None = None
         if warm_up:
             self._warm_up()
@@ -192,6 +197,10 @@ class Predictor:
         values = [int(v) if float(v).is_integer() else round(float(v), 4) for v in first]
         return {"instances": [values]}
 
+    def identity(self) -> dict[str, Any]:
+        """The model an answer names: its recipe and version (what `describe()` says, without its example)."""
+        return {"recipe": self.manifest.recipe, "version": self.version}
+
     def describe(self) -> dict[str, Any]:
         """What GET /model shows; the same for the life of the predictor, so it is built once."""
         if self._description is None:
@@ -202,7 +211,7 @@ class Predictor:
         m = self.manifest
         return {
             "recipe": m.recipe,
-            "version": os.environ.get(envvars.MODEL_VERSION) or m.training.job_name,
+            "version": self.version,
             "task": m.task,
             "labels": list(m.labels),
             "inputs": [s.model_dump() for s in m.inputs],

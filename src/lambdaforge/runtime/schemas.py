@@ -1,4 +1,8 @@
-"""Request and response models of the inference API (pydantic; they are the OpenAPI schema)."""
+"""Request and response models of the inference API (pydantic; they are the OpenAPI schema).
+
+Not on the cold path: the handler builds them when a body needs validation or the docs are asked
+for (`http.plain_request` serves plainly valid requests without them, with the same answers).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
+from lambdaforge.runtime.http import DEFAULT_TOP_K, MAX_TOP_K, predict_body
+
 if TYPE_CHECKING:
     from lambdaforge.runtime.predictor import Prediction
 
-MAX_TOP_K = 20
 TensorItem = Annotated[list[Any], Field(description="numbers in the model's input shape, or a flat list")]
 
 
@@ -22,7 +27,7 @@ class PredictRequest(BaseModel):
     # would take both, and a schema-invalid request would be served)
     instances: list[StrictStr | TensorItem] = Field(
         min_length=1, description="a batch: strings for text models, number arrays for tensor models")
-    top_k: int = Field(default=3, ge=1, le=MAX_TOP_K, description="how many labels to return per instance")
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, description="how many labels to return per instance")
 
     @field_validator("top_k", mode="before")
     @classmethod
@@ -53,12 +58,7 @@ class PredictResponse(BaseModel):
     @classmethod
     def build(cls, info: dict[str, Any], results: Sequence[Prediction], latency_ms: float) -> PredictResponse:
         """The answer for a batch: the model that served it (`Predictor.describe()`) and one entry per instance."""
-        return cls.model_validate({
-            "model": {"recipe": info["recipe"], "version": str(info["version"])},
-            "predictions": [{"label": r.label, "index": r.index, "score": r.score,
-                             "top_k": [{"label": lab, "score": s} for lab, s in r.top_k]} for r in results],
-            "latency_ms": round(latency_ms, 3),
-        })
+        return cls.model_validate(predict_body(info, results, latency_ms))
 
 
 class HealthResponse(BaseModel):

@@ -13,11 +13,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lambdaforge import envvars
-from lambdaforge.artifact import ArtifactError, ModelDir, open_model_dir
-from lambdaforge.artifact.manifest import MANIFEST_NAME
 from lambdaforge.runtime.errors import ModelNotReadyError, RuntimeModelError
+from lambdaforge.runtime.modelfiles import MANIFEST_NAME, ModelDir, open_model_dir
+
+if TYPE_CHECKING:
+    from lambdaforge import artifact
 
 BAKED_MODEL_DIR = "/opt/ml/model"
 DEFAULT_CACHE = "/tmp/lambdaforge/models"  # noqa: S108 - Lambda's only writable place is /tmp
@@ -70,16 +73,21 @@ def _download_s3(uri: str, cache_root: Path) -> Path:
     return target
 
 
-def fetch(location: str, cache_dir: str | None = None) -> ModelDir:
-    """A verified local model directory for a directory path or an s3:// prefix."""
+def fetch(location: str, cache_dir: str | None = None) -> ModelDir | artifact.ModelDir:
+    """A verified local model directory for a directory path or an s3:// prefix.
+
+    Read without pydantic when its manifest is canonical (`modelfiles`), else by `lambdaforge.artifact`.
+    """
     try:
         if location.startswith("s3://"):
             cache_root = Path(envvars.setting(cache_dir, envvars.CACHE_DIR, DEFAULT_CACHE))
             return open_model_dir(_download_s3(location, cache_root))
         return open_model_dir(location)
-    except ArtifactError as exc:
-        raise RuntimeModelError(f"model at {location} failed verification: {exc}") from exc
     except RuntimeModelError:
         raise
     except Exception as exc:  # boto errors, permissions: the message is what a person needs
+        from lambdaforge.artifact.errors import ArtifactError  # raised only by the full reader, so imported
+
+        if isinstance(exc, ArtifactError):
+            raise RuntimeModelError(f"model at {location} failed verification: {exc}") from exc
         raise RuntimeModelError(f"cannot fetch model from {location}: {type(exc).__name__}: {exc}") from exc

@@ -56,14 +56,27 @@ def _evaluate(model: Any, recipe: Recipe, inputs: Arrays, labels: np.ndarray, de
     import torch
 
     names = [s.name for s in recipe.input_specs()]
+    mask = inputs.get("attention_mask")
+    # Rows padded on the right (a tokenizer's): score them shortest first, each batch cut after its last real
+    # token, so short rows do not pay for the longest one's padding. The logits are the same.
+    ends = None
+    if mask is not None and mask.ndim == 2:
+        ends = mask.shape[1] - np.argmax(mask[:, ::-1] != 0, axis=1)
+    order = np.argsort(ends, kind="stable") if ends is not None else np.arange(len(labels))
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(labels), batch):
-            args = [torch.from_numpy(inputs[n][i:i + batch]).to(device) for n in names]
+            rows = order[i:i + batch]
+            cut = int(ends[rows].max()) if ends is not None else None
+            args = [torch.from_numpy(np.ascontiguousarray(
+                inputs[n][rows][:, :cut] if cut is not None and mask is not None and inputs[n].shape == mask.shape
+                else inputs[n][rows])).to(device) for n in names]
             out.append(model(*args).float().cpu().numpy())
     model.train()
-    return recipe.metric(np.concatenate(out), labels)
+    logits = np.empty_like(np.concatenate(out))
+    logits[order] = np.concatenate(out)
+    return recipe.metric(logits, labels)
 
 
 def _lr_schedule(total_steps: int) -> Callable[[int], float]:
