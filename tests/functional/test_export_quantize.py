@@ -99,7 +99,7 @@ def test_a_3_layer_encoder_exports_and_fuses_3_layers(tmp_path: Path) -> None:
     assert geometry is not None and geometry["layers"] == 3
     fused = engine.op_counts(engine.fuse_transformer(path, tmp_path / "fused.onnx", geometry))
     assert fused.get("Attention") == 3 and fused.get("SkipLayerNormalization") == 6, fused
-    with pytest.raises(ExportError, match="opset 18.*at most 17"):
+    with pytest.raises(ExportError, match=r"opset 18.*at most 17"):
         export_onnx(model, recipe, tmp_path / "o18.onnx", opset=18)
 
 
