@@ -132,25 +132,37 @@ def _static_shapes(path: Path, feed: dict[str, np.ndarray]) -> Any:
     return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
 
 
-def gemm_work(path: Path, feed: dict[str, np.ndarray]) -> tuple[int, list[tuple[int, int, int]]]:
-    """The model's GEMM (and conv) multiply-accumulates for this feed, and the (M, K, N) of its weight GEMMs."""
+def gemm_work(path: Path, feed: dict[str, np.ndarray]) -> tuple[int, int, list[tuple[int, int, int]]]:
+    """The model's multiply-accumulates for this feed: in GEMMs (and convs) with a constant weight, which INT8
+    quantizes, and in the others (attention's Q x K and A x V stay fp32); and the (M, K, N) of the first."""
     model = _static_shapes(path, feed)
     g = model.graph
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in [*g.value_info, *g.input, *g.output]}
     consts = {i.name: list(i.dims) for i in g.initializer}
     shapes.update(consts)
-    macs, weight_gemms = 0, []
+    weight_macs, other_macs, weight_gemms = 0, 0, []
     for node in g.node:
-        if node.op_type in ("MatMul", "Gemm"):
-            a, out = shapes[node.input[0]], shapes[node.output[0]]
-            macs += int(np.prod(out)) * a[-1]
-            if node.input[1] in consts and len(consts[node.input[1]]) == 2:
-                weight_gemms.append((int(np.prod(a[:-1])), *consts[node.input[1]]))
-        elif node.op_type == "Conv":
-            w, out = consts[node.input[1]], shapes[node.output[0]]
-            macs += int(np.prod(out)) * int(np.prod(w[1:]))
-    return macs, weight_gemms
+        if node.op_type not in ("MatMul", "Gemm", "Conv"):
+            continue
+        a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if not a or not out or 0 in a or 0 in out:
+            raise RuntimeError(f"{path}: the shapes of {node.name or node.op_type} are not known for this feed")
+        attrs = {at.name: at.i for at in node.attribute}
+        if node.op_type == "Conv":
+            macs = int(np.prod(out)) * int(np.prod(consts[node.input[1]][1:]))
+        else:
+            k = a[-2] if node.op_type == "Gemm" and attrs.get("transA") else a[-1]
+            macs = int(np.prod(out)) * k
+        if node.input[1] in consts:
+            weight_macs += macs
+            w = consts[node.input[1]]
+            if node.op_type != "Conv" and len(w) == 2:
+                k, n = (w[1], w[0]) if node.op_type == "Gemm" and attrs.get("transB") else (w[0], w[1])
+                weight_gemms.append((macs // (k * n), k, n))
+        else:
+            other_macs += macs
+    return weight_macs, other_macs, weight_gemms
 
 
 def gemm_rates(gemms: list[tuple[int, int, int]], work: Path) -> dict[str, float]:
@@ -210,20 +222,28 @@ def kernel_paths(int8_dir: Path) -> dict[str, Any]:
 
 
 def host_limit(name: str, fp32_dir: Path, int8_dir: Path, work: Path, latency: dict[str, Any]) -> dict[str, Any]:
-    """The model's GEMM MACs over the host's best GEMM rate, and the fraction of that limit each variant reaches
-    at batch 1 (text: 128 tokens)."""
+    """The host's limit for the model at batch 1 (text: 128 tokens): all its GEMM MACs at the host's best GEMM
+    rate (INT8 or fp32, measured here on the model's own weight-GEMM shapes), and the fraction of that limit
+    each variant reaches. Also a limit that respects precision: the weight GEMMs at the INT8 rate and the
+    others (attention's, fp32 in every variant) at the fp32 rate."""
     from lambdaforge.artifact import open_model_dir
 
     md = open_model_dir(fp32_dir)
     feed = _inputs(name, md, 1)
-    macs, gemms = gemm_work(md.model_path, feed)
+    weight_macs, other_macs, gemms = gemm_work(md.model_path, feed)
+    macs = weight_macs + other_macs
     rates = gemm_rates(gemms, work) if gemms else {}
-    best = max(rates.values()) if rates else None
-    limit_ms = macs / best * 1000 if best else None
-    reach = {backend: round(limit_ms / per["b1"]["p50"], 3) for backend, per in latency.items()} \
-        if limit_ms else {}
-    return {"gemm_macs_b1": macs, "gemm_rate_gmacs": {k: round(v / 1e9, 2) for k, v in rates.items()},
-            "limit_ms_b1": round(limit_ms, 3) if limit_ms else None, "fraction_of_limit_b1": reach}
+    if not rates:
+        return {"gemm_macs_b1": macs}
+    best = max(rates.values())
+    limit_ms = macs / best * 1000
+    mixed_ms = (weight_macs / rates["int8"] + other_macs / rates["fp32"]) * 1000
+    return {"gemm_macs_b1": macs, "weight_gemm_macs_b1": weight_macs, "other_gemm_macs_b1": other_macs,
+            "gemm_rate_gmacs": {k: round(v / 1e9, 2) for k, v in rates.items()},
+            "best_rate": max(rates, key=lambda k: rates[k]), "limit_ms_b1": round(limit_ms, 3),
+            "fraction_of_limit_b1": {b: round(limit_ms / per["b1"]["p50"], 3) for b, per in latency.items()},
+            "int8_precision_limit_ms_b1": round(mixed_ms, 3),
+            "int8_fraction_of_precision_limit_b1": round(mixed_ms / latency["ort_int8"]["b1"]["p50"], 3)}
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

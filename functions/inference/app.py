@@ -101,14 +101,15 @@ app = resolver(validated=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     refused = http.precheck(event, MAX_BODY_BYTES)
     head = http.head_as_get(event, app)
-    api = app
-    if refused is None:
-        request = http.plain_request(event)
-        if request is None and event.get("requestContext", {}).get("http", {}).get("method", "").upper() == "POST":
-            api = validating()
-        else:
-            app.append_context(request=request)  # for the route; resolve clears it
     try:
+        api = app
+        if refused is None:
+            request = http.plain_request(event)
+            method = event.get("requestContext", {}).get("http", {}).get("method", "").upper()
+            if request is None and method == "POST":
+                api = validating()  # built on first use: a failure here is a 500 the version's metrics count
+            else:
+                app.append_context(request=request)  # for the route; resolve clears it
         answer = refused.proxy() if refused else api.resolve(event, context)
     except Exception:
         add_metrics(metrics, **http.status_metrics(500))  # the version's own count sees it too, then Lambda's

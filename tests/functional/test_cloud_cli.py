@@ -152,15 +152,31 @@ def test_deploy_plan_builds_and_deploys_from_samconfig() -> None:
     assert plan.env["PATH"].startswith("/opt/py312/bin")
 
 
-def test_sam_build_gets_the_architecture_the_deploy_gets() -> None:
+def test_sam_build_gets_the_architecture_the_deploy_gets(monkeypatch: pytest.MonkeyPatch) -> None:
     """`sam build` builds the images for the functions' Architectures: without the parameter it builds x86_64
     images that an arm64 deploy would then run."""
+    from lambdaforge.cloud import deploy
+
+    monkeypatch.setattr(deploy, "_check_can_build_for", lambda architecture: None)  # QEMU is not the point here
     plan = plan_deploy(ROOT, sam="sam", stack="prod", region="eu-west-1", training_image="img:1",
                        extra_parameters={"Architecture": "arm64"})
     build = plan.build[plan.build.index("--parameter-overrides") + 1:]
     deploy = [o for o in plan.deploy[plan.deploy.index("--parameter-overrides") + 1:] if "=" in o]
     assert "Architecture=arm64" in build and "Architecture=arm64" in deploy
     assert set(deploy) <= set(build)
+
+
+def test_building_arm64_images_on_x86_needs_qemu(tmp_path: Path) -> None:
+    from lambdaforge.cloud.deploy import _check_can_build_for
+
+    _check_can_build_for("x86_64", machine="x86_64", binfmt=tmp_path)
+    _check_can_build_for("arm64", machine="aarch64", binfmt=tmp_path)
+    with pytest.raises(CloudError, match=r"cannot be built on this x86_64 machine.*qemu-aarch64.*--inference-image"):
+        _check_can_build_for("arm64", machine="x86_64", binfmt=tmp_path)
+    (tmp_path / "qemu-aarch64").write_text("enabled\n")
+    _check_can_build_for("arm64", machine="x86_64", binfmt=tmp_path)
+    with pytest.raises(CloudError, match="must be x86_64 or arm64"):
+        _check_can_build_for("ppc64le", machine="x86_64", binfmt=tmp_path)
 
 
 def test_deploy_plan_with_images_built_elsewhere() -> None:

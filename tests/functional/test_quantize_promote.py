@@ -127,7 +127,10 @@ def test_an_artifact_that_would_fill_tmp_is_refused_before_extracting(stack: Sta
     uri = put_artifact(stack, buf.getvalue())
     extracted: list[Path] = []
     monkeypatch.setattr("lambdaforge.pipeline.quantize_step.safe_extract", lambda *a, **k: extracted.append(a[1]))
-    with pytest.raises(EphemeralStorageError, match=r"unpacks to 2097152 bytes; .* needs about 6291456 bytes of "
+    from lambdaforge.pipeline.quantize_step import TMP_BYTES_PER_UNPACKED_BYTE
+
+    need = (2 << 20) * TMP_BYTES_PER_UNPACKED_BYTE
+    with pytest.raises(EphemeralStorageError, match=rf"unpacks to 2097152 bytes; .* needs about {need} bytes of "
                                                     r"/tmp and has \d+ \(the function's EphemeralStorage"):
         quantize(stack, uri)
     assert extracted == [] and keys(stack, "models/") == []

@@ -191,3 +191,4 @@ def test_the_median_interval_holds_the_median_and_narrows_with_rounds() -> None:
     lo_m, hi_m = median_interval(many)
     assert lo_f <= np.median(few) <= hi_f and lo_m <= np.median(many) <= hi_m
     assert hi_m - lo_m < hi_f - lo_f
+

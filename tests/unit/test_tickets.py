@@ -127,6 +127,17 @@ def test_the_trigger_refuses_it_without_torch() -> None:
     assert check_requested("text", {"encoder_layers": "2"}, TEXT, source="m") == {"encoder_layers": 2}
 
 
+def test_a_pair_split_between_the_stack_and_the_marker_is_refused_at_the_trigger() -> None:
+    """The job gets the marker's values over the stack's: a stack with 3 layers and a marker training 5 would
+    start a GPU job that fails at once, so the trigger checks the pair as the job will see it."""
+    stack = check_requested("text", {"encoder_layers": 3}, TEXT, source="stack")
+    with pytest.raises(HyperparameterError, match=r"marker: hyperparameter train_layers=5 is more than "
+                                                  r"encoder_layers=3"):
+        check_requested("text", {"train_layers": 5}, TEXT, source="marker", base=stack)
+    assert check_requested("text", {"train_layers": 5, "encoder_layers": 6}, TEXT, source="m", base=stack) == \
+        {"train_layers": 5, "encoder_layers": 6}
+
+
 @pytest.fixture(scope="module")
 def three_layers() -> Any:
     from lambdaforge.recipes.text import _build

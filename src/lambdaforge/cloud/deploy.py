@@ -84,6 +84,8 @@ def plan_deploy(root: Path, *, sam: str, stack: str, region: str, training_image
         images = {"InferenceImageUri": inference_image, "QuantizeImageUri": quantize_image}
     parameters = {**samconfig_overrides(root), **(extra_parameters or {}), "TrainingImageUri": training_image,
                   **images}
+    if not images:
+        _check_can_build_for(parameters.get("Architecture", "x86_64"))
     overrides = [f"{k}={v}" for k, v in sorted(parameters.items())]
     # `sam build` needs the parameters too: Architecture decides which platform the images are built for
     build = [sam, "build", "--template-file", str(template), "--parallel", "--cached", "--parameter-overrides",
@@ -100,6 +102,29 @@ def plan_deploy(root: Path, *, sam: str, stack: str, region: str, training_image
     if python312_dir:
         env["PATH"] = f"{python312_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     return DeployPlan(template=template, build=build, deploy=deploy, parameters=parameters, env=env)
+
+
+_MACHINES = {"x86_64": ("x86_64", "amd64"), "arm64": ("aarch64", "arm64")}
+_QEMU = {"x86_64": "qemu-x86_64", "arm64": "qemu-aarch64"}
+
+
+def _check_can_build_for(architecture: str, machine: str | None = None, binfmt: Path | None = None) -> None:
+    """`sam build` builds the images for the functions' architecture with Docker; for the other architecture
+    every RUN step needs QEMU registered with binfmt_misc, or the build dies with `exec format error`."""
+    import platform
+
+    if architecture not in _MACHINES:
+        raise CloudError(f"Architecture={architecture!r}: must be x86_64 or arm64")
+    here = (machine or platform.machine()).lower()
+    if here in _MACHINES[architecture]:
+        return
+    handler = (binfmt or Path("/proc/sys/fs/binfmt_misc")) / _QEMU[architecture]
+    if not handler.exists():
+        raise CloudError(
+            f"Architecture={architecture} images cannot be built on this {here} machine: Docker runs their RUN "
+            f"steps through QEMU, and {handler} is not registered. Register it (`docker run --privileged --rm "
+            f"tonistiigi/binfmt --install {architecture}`), or build the images on a {architecture} machine "
+            "and pass --inference-image and --quantize-image")
 
 
 def python312_dir() -> str | None:

@@ -35,7 +35,8 @@ from lambdaforge.s3transfer import download_file, download_prefix, upload_folder
 
 # /tmp written per byte the artifact unpacks to: the extracted model, the quantized folder (the fp32 files
 # again), the candidates' work folder (an encoder's fused fp32 graph, fp32-sized, and up to five INT8 graphs
-# of a quarter each) and the live model fetched for the comparison (possibly fp32).
+# of a quarter each: about 2.25 together) and the live model fetched for the comparison (possibly fp32). The
+# declared size also counts the torch weights, which none of these copies, so 5 holds with room.
 TMP_BYTES_PER_UNPACKED_BYTE = 5
 
 

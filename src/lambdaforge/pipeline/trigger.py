@@ -83,9 +83,10 @@ class Trigger:
 
         declared = hyperparameter_spec(spec.recipe)
         try:
-            check_requested(spec.recipe, self.settings.hyperparameters, declared,
-                            source=f"the stack's {envvars.TRAINING_HYPERPARAMETERS}")
-            return check_requested(spec.recipe, spec.hyperparameters, declared,
+            stack = check_requested(spec.recipe, self.settings.hyperparameters, declared,
+                                    source=f"the stack's {envvars.TRAINING_HYPERPARAMETERS}")
+            # the job gets the marker's values over the stack's: their relations are checked on that
+            return check_requested(spec.recipe, spec.hyperparameters, declared, base=stack,
                                    source=f"{spec.s3_uri}{MARKER} marker")
         except HyperparameterError as exc:
             raise UploadRejectedError(str(exc)) from exc

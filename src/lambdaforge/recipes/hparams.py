@@ -217,15 +217,16 @@ def _check_bounds(values: dict[str, Any], bounds: dict[str, Bounds]) -> None:
 
 
 def check_requested(recipe: str, raw: dict[str, Any], spec: HyperparameterSpec | None, *,
-                    source: str) -> dict[str, Any]:
+                    source: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
     """What an uploader asks for (a `_READY` marker, the stack's TrainingHyperparameters), checked at the
     trigger before any run starts; returns the values typed. Unlike `parse_hyperparameters` (inside the
     job, where the toolkit adds its own keys), reserved keys are refused here, as are unknown keys, wrong
     types and values out of range, each naming the key. `spec` None: the recipe cannot be imported here
     (a custom one whose dependencies only the job has), so only the common keys are checked and its
-    own keys are left to the job."""
-    base = Hyperparameters()
-    known: dict[str, Any] = {name: getattr(base, name) for name in _COMMON if name not in SET_BY_PIPELINE}
+    own keys are left to the job. `base`: values `raw` is laid over (the stack's, under a marker's), so the
+    relations between keys are checked on what the job will get."""
+    common = Hyperparameters()
+    known: dict[str, Any] = {name: getattr(common, name) for name in _COMMON if name not in SET_BY_PIPELINE}
     bounds = dict(COMMON_BOUNDS)
     if spec is not None:
         known.update(spec.defaults)
@@ -257,7 +258,7 @@ def check_requested(recipe: str, raw: dict[str, Any], spec: HyperparameterSpec |
             raise HyperparameterError(f"{source}: {exc.message}") from exc
     if spec is not None:  # what was asked for, with the recipe's defaults for the rest
         try:
-            check_relations({**spec.defaults, **out}, spec.relations)
+            check_relations({**spec.defaults, **(base or {}), **out}, spec.relations)
         except HyperparameterError as exc:
             raise HyperparameterError(f"{source}: {exc.message}", hint=exc.hint) from exc
     return out

@@ -174,6 +174,10 @@ class Predictor:
     def predict(self, instances: Any, top_k: int = 3) -> list[Prediction]:
         inputs = self.validate(instances)
         logits = self.session.run(None, {n: inputs[n] for n in self.input_names})[0].astype(np.float64)
+        broken = np.flatnonzero(~np.isfinite(logits).all(axis=-1))
+        if broken.size:  # inputs near float32's limit overflow inside the model: no score means anything (NaN)
+            raise InvalidInputError(f"instances[{int(broken[0])}]", "the model's output is not finite for this "
+                                    "input (values this large overflow float32 inside the model)")
         logits -= logits.max(axis=-1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=-1, keepdims=True)

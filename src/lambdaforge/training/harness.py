@@ -58,7 +58,8 @@ def _evaluate(model: Any, recipe: Recipe, inputs: Arrays, labels: np.ndarray, de
     names = [s.name for s in recipe.input_specs()]
     mask = inputs.get("attention_mask")
     # Rows padded on the right (a tokenizer's): score them shortest first, each batch cut after its last real
-    # token, so short rows do not pay for the longest one's padding. The logits are the same.
+    # token, so short rows do not pay for the longest one's padding. The logits are the same up to float
+    # rounding (other batch shapes block the kernels differently).
     ends = None
     if mask is not None and mask.ndim == 2:
         ends = mask.shape[1] - np.argmax(mask[:, ::-1] != 0, axis=1)
