@@ -116,11 +116,14 @@ demo: venv
 	$(VENV)/bin/lambdaforge up --recipe digits
 
 # Each benchmark writes its JSON and, beside it, its PNG (`--plot-only` re-plots a JSON without measuring).
+# The models are trained once per run, in a fresh BENCH_WORK, and shared by the benchmarks that serve them.
+BENCH_WORK ?= .cache/bench
 bench: venv
-	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json
-	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json
+	rm -rf $(BENCH_WORK) && mkdir -p $(BENCH_WORK)
+	$(VENV)/bin/python benchmarks/bench_models.py --out benchmarks/results/models.json --workdir $(BENCH_WORK)
+	$(VENV)/bin/python benchmarks/bench_serving.py --out benchmarks/results/serving.json --workdir $(BENCH_WORK)
 	$(VENV)/bin/python benchmarks/bench_pipeline.py --out benchmarks/results/pipeline.json
-	$(VENV)/bin/python benchmarks/bench_soak.py --out benchmarks/results/soak.json
+	$(VENV)/bin/python benchmarks/bench_soak.py --out benchmarks/results/soak.json --workdir $(BENCH_WORK)
 	@for f in benchmarks/results/{models,serving,pipeline,soak}; do \
 		test -s $$f.png -a ! $$f.json -nt $$f.png || { echo "$$f.png was not written after $$f.json"; exit 1; }; \
 	done
