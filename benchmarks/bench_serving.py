@@ -224,26 +224,44 @@ def load_run(port: int, body: dict[str, Any], requests_total: int, concurrency: 
             "p99_ms": round(float(np.percentile(latencies, 99)), 3), "seconds": round(elapsed, 2)}
 
 
+def task_root(dst: Path, python: str, sources: list[Path]) -> Path:
+    """A function's task root as its image holds it: the code copied in and compiled to bytecode the way the
+    Dockerfile does (Lambda's task root is read-only, so nothing is compiled there at run time)."""
+    import shutil
+
+    dst.mkdir(parents=True)
+    for src in sources:
+        if src.is_dir():
+            shutil.copytree(src, dst / src.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dst / src.name)
+    subprocess.run([python, "-m", "compileall", "-q", "--invalidation-mode", "unchecked-hash", str(dst)], check=True)
+    return dst
+
+
 def cold_starts(models: dict[str, tuple[Path, Path]], tmp: Path, runs: int) -> dict[str, Any]:
-    """Ours (image-equivalent venv, with and without X-Ray) against the torch handler, same event and model."""
+    """Ours (image-equivalent venv, with and without X-Ray) against the torch handler, same event and model.
+    Both handlers run from a task root compiled as an image is (the same compileall for both)."""
     text_fp32, text_int8 = models["text"]
     event = _event(PREDICT_TEXT, tmp / "event.json")
     # Ours runs where the image's dependencies are exactly installed (the image-equivalent venv,
     # Python 3.12 like the Lambda image); torch runs in the dev venv that has it.
     python = str(IMAGE_PYTHON) if IMAGE_PYTHON.exists() else sys.executable
-    src = str(ROOT / "src")
+    ours_root = task_root(tmp / "task-ours", python,
+                          [ROOT / "src" / "lambdaforge", ROOT / "functions" / "inference" / "app.py"])
     ours_env = {**image_env(ROOT, "inference"), "MODEL_URI": str(text_int8)}  # the image's ENV, our model
     print(f"cold starts (ours, {python}) ...")
-    ours = cold_start(ROOT / "functions" / "inference", event, ours_env, runs, python, src)
+    ours = cold_start(ours_root, event, ours_env, runs, python, str(ours_root))
     print("cold starts (ours, X-Ray SDK loaded as with tracing active) ...")
-    xray = cold_start(ROOT / "functions" / "inference", event,
-                      {**ours_env, "POWERTOOLS_TRACE_DISABLED": "false",
-                       "LAMBDA_TASK_ROOT": str(ROOT / "functions" / "inference"),
-                       "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, runs, python, src)
+    xray = cold_start(ours_root, event,
+                      {**ours_env, "POWERTOOLS_TRACE_DISABLED": "false", "LAMBDA_TASK_ROOT": str(ours_root),
+                       "AWS_XRAY_CONTEXT_MISSING": "IGNORE_ERROR"}, runs, python, str(ours_root))
     print("cold starts (torch) ...")
     # the torch handler gets our image's OpenBLAS setting too, so that only the handlers differ
     torch_env = {"TORCH_MODEL_DIR": str(text_fp32), "OPENBLAS_NUM_THREADS": ours_env["OPENBLAS_NUM_THREADS"]}
-    torch_cs = cold_start(ROOT / "benchmarks" / "torch_handler", event, torch_env, runs)
+    torch_root = task_root(tmp / "task-torch", sys.executable,
+                           [p for p in (ROOT / "benchmarks" / "torch_handler").iterdir() if p.suffix == ".py"])
+    torch_cs = cold_start(torch_root, event, torch_env, runs)
     return {
         "cold_start_s": {"ours": round(ours["median_s"], 3), "torch": round(torch_cs["median_s"], 3),
                          "ours_with_xray": round(xray["median_s"], 3)},
