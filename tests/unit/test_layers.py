@@ -18,7 +18,7 @@ PACKAGE = ROOT / "src" / "lambdaforge"
 # Lowest first. A module may import its own package and any package of a LOWER layer only.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors"),
-    ("envvars", "timing", "onnxsession"),
+    ("envvars", "timing", "onnxsession", "manifestrefs"),
     ("aws", "observability", "project"),
     ("s3transfer",),
     ("artifact", "registry"),

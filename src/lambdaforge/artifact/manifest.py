@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from lambdaforge import __version__
+from lambdaforge.manifestrefs import referenced_files
 
 SCHEMA_VERSION: Literal[1] = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
@@ -124,13 +125,7 @@ class Manifest(_Frozen):
 
     def referenced_files(self) -> list[str]:
         """Files the stages open; each must be listed (and so checksummed) in `files`."""
-        refs = [self.model_file, self.eval_file, *self.assets]
-        for optional in (self.weights_file, self.calibration_file, self.preprocessing.tokenizer):
-            if optional:
-                refs.append(optional)
-        if self.quantization:
-            refs.append(self.quantization.report)
-        return refs
+        return referenced_files(self)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:

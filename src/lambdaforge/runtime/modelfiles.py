@@ -23,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lambdaforge.manifestrefs import referenced_files
+
 if TYPE_CHECKING:
     from lambdaforge import artifact
 
@@ -256,13 +258,7 @@ class Manifest(_Record):
 
     def referenced_files(self) -> list[str]:
         """Files the stages open; each must be listed (and so checksummed) in `files`."""
-        refs = [self.model_file, self.eval_file, *self.assets]
-        for optional in (self.weights_file, self.calibration_file, self.preprocessing.tokenizer):
-            if optional:
-                refs.append(optional)
-        if self.quantization:
-            refs.append(self.quantization.report)
-        return refs
+        return referenced_files(self)
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
