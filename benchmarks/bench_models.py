@@ -8,7 +8,8 @@ Beside that, for each recipe: every candidate `auto` built, timed interleaved at
 interval; the host's limit (the model's GEMM MACs over the host's best GEMM rate, INT8 or fp32,
 measured here on the model's own GEMM shapes) and the fraction of it each variant reaches; the
 default and exact (U8U8) kernel paths' top-1 agreement; and, for text, a 3-layer encoder beside
-the 6-layer one.
+the 6-layer one. Once per run: onnxruntime's fused kernels that lambdaforge turns off, against what
+they replace (`slow_fusions`).
 
     python benchmarks/bench_models.py --out benchmarks/results/models.json
 """
@@ -74,7 +75,8 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path, work: Path) -> dict[
 
     legacy_path = engine.quantize_dynamic(fp32_md.model_path, work / f"{name}-legacy.onnx",
                                           DynamicQuantConfig(reduce_range=False))
-    ort_legacy = open_session(legacy_path, error=QuantizationError, what="this model")
+    # ... in a session as the runtime made it then: onnxruntime's default fusions, SkipLayerNormalization included.
+    ort_legacy = _default_session(legacy_path)
 
     latency: dict[str, dict[str, dict[str, float]]] = {"torch_fp32": {}, "ort_fp32": {}, "ort_int8": {},
                                                        "ort_int8_legacy": {}}
@@ -118,6 +120,69 @@ def bench_recipe(name: str, fp32_dir: Path, int8_dir: Path, work: Path) -> dict[
         "kernel_paths": kernel_paths(int8_dir),
         "candidates": candidates(int8_dir),
     }
+
+
+def _default_session(path: Path) -> Any:
+    """A session with onnxruntime's own defaults (every fusion on), one thread: the runtime before #14."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def slow_fusions(work: Path) -> dict[str, Any]:
+    """Why `lambdaforge.onnxsession.SLOW_FUSIONS` are off: each fused kernel against what it replaces, at the
+    text encoder's shapes (batch 1, 128 tokens), timed interleaved in this run. A ratio below 1 on some later
+    onnxruntime says the fusion pays again."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lambdaforge.onnxsession import SLOW_FUSIONS, open_session
+    from lambdaforge.quantize import QuantizationError
+    from lambdaforge.timing import interleaved_ms
+
+    rng = np.random.default_rng(0)
+
+    def graph(name: str, hidden: int, nodes: list[Any], inputs: list[str], inits: dict[str, int]) -> Path:
+        path = work / f"kernel-{name}.onnx"
+        g = helper.make_graph(
+            nodes, name, [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, 128, hidden]) for i in inputs],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, hidden])],
+            [numpy_helper.from_array(rng.normal(size=n).astype(np.float32), k) for k, n in inits.items()])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("com.microsoft", 1)]), str(path))
+        return path
+
+    ms = "com.microsoft"
+    cases = {
+        "SkipLayerNormFusion": (
+            graph("sln", 384, [helper.make_node("SkipLayerNormalization", ["x", "s", "g", "b"], ["y"], domain=ms,
+                                                epsilon=1e-12)], ["x", "s"], {"g": 384, "b": 384}),
+            graph("add-ln", 384, [helper.make_node("Add", ["x", "s"], ["t"]),
+                                  helper.make_node("LayerNormalization", ["t", "g", "b"], ["y"], axis=-1,
+                                                   epsilon=1e-12)], ["x", "s"], {"g": 384, "b": 384}), 384),
+        # unfused: the bias Add and Gelu (an INT8 GEMM takes the bias itself, so there Gelu stands alone: cheaper)
+        "BiasGeluFusion": (
+            graph("biasgelu", 1536, [helper.make_node("BiasGelu", ["x", "b"], ["y"], domain=ms)], ["x"],
+                  {"b": 1536}),
+            graph("add-gelu", 1536, [helper.make_node("Add", ["x", "b"], ["t"]),
+                                     helper.make_node("Gelu", ["t"], ["y"], domain=ms)], ["x"], {"b": 1536}), 1536),
+    }
+    calls = {}
+    for fusion, (fused, plain, hidden) in cases.items():
+        for kind, path in (("fused", fused), ("unfused", plain)):
+            sess = open_session(path, error=QuantizationError)
+            feed = {i.name: rng.normal(size=(1, 128, hidden)).astype(np.float32) for i in sess.get_inputs()}
+            calls[f"{fusion}/{kind}"] = partial(sess.run, None, feed)
+    lat = interleaved_ms(calls, rounds=40, block=10)
+    out = {}
+    for fusion in cases:
+        fused_us, plain_us = lat[f"{fusion}/fused"]["p50"] * 1000, lat[f"{fusion}/unfused"]["p50"] * 1000
+        out[fusion] = {"fused_us": round(fused_us, 1), "unfused_us": round(plain_us, 1),
+                       "fused_over_unfused": round(fused_us / plain_us, 3), "disabled": fusion in SLOW_FUSIONS}
+        print(f"{fusion}: fused {fused_us:.1f} us, unfused {plain_us:.1f} us ({fused_us / plain_us:.2f}x)")
+    return out
 
 
 def _static_shapes(path: Path, feed: dict[str, np.ndarray]) -> Any:
@@ -196,6 +261,40 @@ def gemm_rates(gemms: list[tuple[int, int, int]], work: Path) -> dict[str, float
     return {name: macs / (t["p50"] / 1000) for name, t in lat.items()}
 
 
+WEIGHT_GEMM_OPS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
+                   "QGemm", "QLinearMatMul", "Gemm")
+
+
+def op_profile(path: Path, feed: dict[str, np.ndarray], work: Path, runs: int = 60) -> dict[str, Any]:
+    """Where the shipped model's time goes at this feed: onnxruntime's profiler, kernel time per operator type
+    per run (the weight GEMMs with their activation quantization, and everything else)."""
+    import json
+
+    from lambdaforge.onnxsession import make_session, session_options
+
+    warm = 10
+    options = session_options()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(work / "ort-profile")
+    sess = make_session(path, options)
+    feed = {i.name: feed[i.name] for i in sess.get_inputs()}
+    for _ in range(warm + runs):
+        sess.run(None, feed)
+    profile = Path(sess.end_profiling())
+    events = json.loads(profile.read_text())
+    profile.unlink()
+    starts = sorted(e["ts"] for e in events if e.get("name") == "model_run")
+    cutoff = starts[warm]  # the warm-up runs (the first one cold) are not counted
+    per_op: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time") and event["ts"] >= cutoff:
+            op = event["args"]["op_name"]
+            per_op[op] = per_op.get(op, 0.0) + event["dur"] / runs / 1000
+    gemm = sum(v for k, v in per_op.items() if k in WEIGHT_GEMM_OPS)
+    return {"kernel_ms_per_op": {k: round(v, 3) for k, v in sorted(per_op.items(), key=lambda kv: -kv[1])},
+            "weight_gemm_ms": round(gemm, 3), "other_ms": round(sum(per_op.values()) - gemm, 3)}
+
+
 def candidates(int8_dir: Path) -> list[dict[str, Any]]:
     """Every candidate of the quantization report, with its latency interval (measured side by side there)."""
     import json
@@ -239,7 +338,13 @@ def host_limit(name: str, fp32_dir: Path, int8_dir: Path, work: Path, latency: d
     best = max(rates.values())
     limit_ms = macs / best * 1000
     mixed_ms = (weight_macs / rates["int8"] + other_macs / rates["fp32"]) * 1000
-    return {"gemm_macs_b1": macs, "weight_gemm_macs_b1": weight_macs, "other_gemm_macs_b1": other_macs,
+    # The shipped model's own split: its weight GEMMs' rate inside the model (when above the measured best
+    # rate, the limit is generous), and the time in the operators around them, which no GEMM rate reaches.
+    split = op_profile(open_model_dir(int8_dir).model_path, feed, work)
+    in_model = weight_macs / (split["weight_gemm_ms"] / 1000) if split["weight_gemm_ms"] else None
+    return {"shipped_profile_b1": split,
+            "shipped_weight_gemm_rate_gmacs": round(in_model / 1e9, 2) if in_model else None,
+            "gemm_macs_b1": macs, "weight_gemm_macs_b1": weight_macs, "other_gemm_macs_b1": other_macs,
             "gemm_rate_gmacs": {k: round(v / 1e9, 2) for k, v in rates.items()},
             "best_rate": max(rates, key=lambda k: rates[k]), "limit_ms_b1": round(limit_ms, 3),
             "fraction_of_limit_b1": {b: round(limit_ms / per["b1"]["p50"], 3) for b, per in latency.items()},
@@ -289,6 +394,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lf-bench-") as tmp:
         workdir = args.workdir or Path(tmp)
         results: dict[str, Any] = {"machine": machine(), "threads": 1, "recipes": {}}
+        import onnxruntime
+
+        results["onnxruntime"] = onnxruntime.__version__
+        results["slow_fusions"] = slow_fusions(Path(tmp))
         for name in args.recipes.split(","):
             fp32, int8 = train_and_quantize(name, workdir)
             results["recipes"][name] = bench_recipe(name, fp32, int8, workdir)

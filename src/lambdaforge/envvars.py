@@ -67,6 +67,7 @@ METRICS_SETTLE_SECONDS = "METRICS_SETTLE_SECONDS"
 QUANT_MODE = "QUANT_MODE"
 MAX_ACCURACY_DROP = "MAX_ACCURACY_DROP"
 MIN_ACCURACY = "MIN_ACCURACY"
+MIN_AGREEMENT = "MIN_AGREEMENT"  # least top-1 agreement of the shipped INT8 model with fp32 (the gate's)
 # "true": a candidate whose contract differs from the live model's (labels, inputs, tokenizer, metric) may be
 # promoted, on the floor alone; otherwise the gate refuses it. Set it for one deliberate run, then unset it.
 ALLOW_CONTRACT_CHANGE = "ALLOW_CONTRACT_CHANGE"

@@ -81,8 +81,9 @@ def test_minilm_fuses_to_one_attention_per_layer(text_model: Path, tmp_path: Pat
     geometry = engine.fusion_geometry(src)
     assert geometry == {"model_type": "bert", "num_heads": 12, "hidden_size": 384, "layers": 6}
     fused = engine.op_counts(engine.fuse_transformer(src, tmp_path / "fused.onnx", geometry))
-    assert fused.get("Attention") == 6 and fused.get("SkipLayerNormalization") == 12, fused
-    assert fused.get("BiasGelu") == 6, fused
+    assert fused.get("Attention") == 6 and fused.get("Gelu") == 6 and fused.get("EmbedLayerNormalization") == 1, fused
+    # onnxruntime's slower kernels are left out (lambdaforge.onnxsession.SLOW_FUSIONS)
+    assert "SkipLayerNormalization" not in fused and "BiasGelu" not in fused, fused
 
 
 def test_a_3_layer_encoder_exports_and_fuses_3_layers(tmp_path: Path) -> None:
@@ -98,7 +99,7 @@ def test_a_3_layer_encoder_exports_and_fuses_3_layers(tmp_path: Path) -> None:
     geometry = engine.fusion_geometry(path)
     assert geometry is not None and geometry["layers"] == 3
     fused = engine.op_counts(engine.fuse_transformer(path, tmp_path / "fused.onnx", geometry))
-    assert fused.get("Attention") == 3 and fused.get("SkipLayerNormalization") == 6, fused
+    assert fused.get("Attention") == 3 and fused.get("Gelu") == 3, fused
     with pytest.raises(ExportError, match=r"opset 18.*at most 17"):
         export_onnx(model, recipe, tmp_path / "o18.onnx", opset=18)
 
@@ -116,6 +117,10 @@ def test_text_int8_loses_at_most_one_point(text_model: Path, text_int8: Path) ->
     # the fused graphs compete, checked against the export; the fused fp32 graph keeps one Attention per layer
     assert by_name["fp32-fused"]["passed"] and by_name["fp32-fused"]["fused_ops"]["Attention"] == 6
     assert by_name["dynamic-fused"]["fused_ops"].get("QAttention") == 6, by_name["dynamic-fused"]
+    rows = report["eval_rows"]
+    for c in report["candidates"]:  # what passed gives fp32's top-1 on all but 2 % of the rows (one at least)
+        if c["passed"]:
+            assert round((1 - c["agreement"]) * rows) <= max(1, int(0.02 * rows)), c
     for c in report["candidates"]:  # every INT8 graph was compared on both kernel paths and bounded
         if c["mode"] in ("dynamic", "static") and c["metric"] is not None:
             assert c["exact_agreement"] == 1.0 and c["saturation"].startswith("cannot"), c

@@ -255,6 +255,19 @@ def test_the_template_passes_allow_contract_change_to_the_quantize_function() ->
     assert env["ALLOW_CONTRACT_CHANGE"] == {"Ref": "AllowContractChange"}
 
 
+def test_the_template_passes_min_agreement_to_the_quantize_function() -> None:
+    import re
+
+    from lambdaforge.project import load_template
+
+    template = load_template(Path(__file__).resolve().parents[2] / "template.yaml")
+    param = template["Parameters"]["MinAgreement"]
+    assert param["Default"] == "0.98" and re.fullmatch(param["AllowedPattern"], "0.95")
+    assert not re.fullmatch(param["AllowedPattern"], "98") and not re.fullmatch(param["AllowedPattern"], "1.5")
+    env = template["Resources"]["QuantizeFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["MIN_AGREEMENT"] == {"Ref": "MinAgreement"}
+
+
 def test_labels_in_another_order_are_matched_by_name(tmp_path: Path) -> None:
     md = write_model(tmp_path / "candidate", PERFECT)
     reordered = ("c", "b", "a")

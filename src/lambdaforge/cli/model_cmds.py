@@ -206,6 +206,8 @@ def quantize(
     max_drop: Annotated[float | None, typer.Option(help="largest allowed metric drop (0.005 = 0.5 points)")]
     = None,
     min_metric: Annotated[float | None, typer.Option(help="lowest allowed metric of the shipped model")] = None,
+    min_agreement: Annotated[float | None, typer.Option(
+        help="least top-1 agreement with fp32 on the held-out rows (0.98 = 98 %)")] = None,
     preset_name: Annotated[str | None, typer.Option("--preset", help="a named config: auto, transformer, cnn, strict")]
     = None,
     force: Annotated[bool, typer.Option(help="replace a non-empty --out")] = False,
@@ -214,8 +216,8 @@ def quantize(
     from lambdaforge.artifact import open_model_dir
     from lambdaforge.quantize import from_mode, preset, quantize_model_dir
 
-    cfg = preset(preset_name).with_gate(max_drop=max_drop, min_metric=min_metric) if preset_name \
-        else from_mode(mode, max_drop=max_drop, min_metric=min_metric)
+    bounds = {"max_drop": max_drop, "min_metric": min_metric, "min_agreement": min_agreement}
+    cfg = preset(preset_name).with_gate(**bounds) if preset_name else from_mode(mode, **bounds)
     _empty_or_force(out, force)
     source = open_model_dir(model)  # verified once; the stage takes it as it is
     with Progress(TextColumn("[bold]{task.description}"), TimeElapsedColumn(), console=console,

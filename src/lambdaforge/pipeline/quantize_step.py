@@ -66,7 +66,8 @@ class QuantizeStep:
                                   or "", version=existing.version, model_uri=existing.model_uri,
                                   chosen=existing.quantization, metrics=existing.metrics)
         floor, floor_source = recipe_floor(req.recipe, self.settings.min_accuracy)
-        cfg = from_mode(self.settings.quant_mode, max_drop=self.settings.max_accuracy_drop, min_metric=floor)
+        cfg = from_mode(self.settings.quant_mode, max_drop=self.settings.max_accuracy_drop, min_metric=floor,
+                        min_agreement=self.settings.min_agreement)
         with tempfile.TemporaryDirectory(prefix="lf-quantize-") as tmp_name:
             tmp = Path(tmp_name)
             tarball = self._download(req.model_artifact, tmp / "model.tar.gz")

@@ -27,6 +27,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "quant_mode": (envvars.QUANT_MODE, None),
     "max_accuracy_drop": (envvars.MAX_ACCURACY_DROP, float),
     "min_accuracy": (envvars.MIN_ACCURACY, float),
+    "min_agreement": (envvars.MIN_AGREEMENT, float),
     "allow_contract_change": (envvars.ALLOW_CONTRACT_CHANGE, envvars.flag),
     "inference_function": (envvars.INFERENCE_FUNCTION_NAME, None),
     "inference_alias": (envvars.INFERENCE_ALIAS, None),
@@ -51,6 +52,7 @@ class PipelineSettings:
     quant_mode: str = "auto"
     max_accuracy_drop: float = 0.005
     min_accuracy: float = 0.5  # raises each recipe's own floor, never lowers it (quantize_step.recipe_floor)
+    min_agreement: float = 0.98  # top-1 agreement of INT8 with fp32 on the held-out rows (the gate's)
     allow_contract_change: bool = False  # the gate refuses a candidate whose contract differs from live's
     inference_function: str = ""
     inference_alias: str = "live"

@@ -166,11 +166,16 @@ def _metric(name: str, logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(-1) == labels).mean())
 
 
-def _run(path: Path, inputs: Arrays, holdout: Holdout | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Logits of one model file on the held-out inputs, and on the live model's held-out rows (None without
-    them). Latency is measured later, for every candidate side by side."""
+def _run(path: Path, inputs: Arrays, holdout: Holdout | None = None,
+         logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Logits of one model file on the held-out inputs (`logits`: already computed on them), and on the live
+    model's held-out rows (None without them). Latency is measured later, for every candidate side by side."""
+    if logits is not None and holdout is None:
+        return logits, None
     sess = open_session(path, error=QuantizationError, what="this model")
-    return predict_batched(sess, inputs), predict_batched(sess, holdout.inputs) if holdout is not None else None
+    if logits is None:
+        logits = predict_batched(sess, inputs)
+    return logits, predict_batched(sess, holdout.inputs) if holdout is not None else None
 
 
 def _cosines(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -182,6 +187,7 @@ def _cosines(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
 
 # The fused graph must match the exported one as the export matched PyTorch (export.onnx_export's bounds).
 FUSED_ATOL, FUSED_RTOL = 1e-4, 1e-3
+FUSED_LOGITS = "fp32-fused.heldout.npy"  # its parity check's logits on the held-out rows, reused to score it
 
 
 def _robustness(path: Path, plan: _Plan, bench: _Bench, logits: np.ndarray) -> tuple[dict[str, Any], str | None]:
@@ -215,25 +221,28 @@ def _left_padded(inputs: Arrays, rows: int = 16) -> Arrays | None:
             else v[:n] for k, v in inputs.items()}
 
 
-def _fused_parity(bench: _Bench, fused: Path) -> str | None:
+def _fused_parity(bench: _Bench, fused: Path) -> tuple[str | None, np.ndarray | None]:
     """A refusal when the fused graph's logits leave the export's parity bound against the exported model, on
-    the held-out rows and on some of them left-padded."""
+    the held-out rows and on some of them left-padded; and its logits on the held-out rows (scored once)."""
     fused_sess = open_session(fused, error=QuantizationError, what="the fused graph")
     cases = [("held-out rows", bench.inputs, bench.fp32_logits)]
     left = _left_padded(bench.inputs)
     if left is not None:
         ref_sess = open_session(bench.fp32_path, error=QuantizationError, what="this model")
         cases.append(("left-padded held-out rows", left, predict_batched(ref_sess, left)))
+    heldout = None
     for what, inputs, ref in cases:
         if ref is None:
             continue
         logits = predict_batched(fused_sess, inputs)
+        if inputs is bench.inputs:
+            heldout = logits
         diff = float(np.abs(logits - ref).max())
         bound = FUSED_ATOL + FUSED_RTOL * float(np.abs(ref).max())
         if not np.isfinite(logits).all() or diff > bound:
             return (f"the fused graph differs from the exported model on {what}: max |diff| {diff:.3g} > allowed "
-                    f"{bound:.3g}")
-    return None
+                    f"{bound:.3g}"), None
+    return None, heldout
 
 
 def _on_holdout(bench: _Bench, logits: np.ndarray | None) -> _Scored | None:
@@ -247,6 +256,9 @@ def _judge(bench: _Bench, metric: float, pred: np.ndarray, on_holdout: _Scored |
     candidate's rows, then against live on the live model's own rows (the uploader did not choose those)."""
     gate = bench.cfg.gate
     passed, reason = gate.check(bench.fp32_metric, metric)
+    if passed:
+        agreed, why = gate.check_agreement(int((pred != bench.fp32_pred).sum()), len(pred))
+        passed, reason = agreed, (why if not agreed else f"{reason}; {why}")
     live, holdout = bench.live, bench.holdout
     if live is None:
         return _Verdict(passed, reason)
@@ -335,9 +347,11 @@ def _fused(bench: _Bench) -> Path:
             if bench.geometry is None:
                 raise QuantizationError("the model is not an encoder the export marked fusable")
             engine.fuse_transformer(bench.fp32_path, bench.work / "fused.tmp.onnx", bench.geometry)
-            refusal = _fused_parity(bench, bench.work / "fused.tmp.onnx")
+            refusal, logits = _fused_parity(bench, bench.work / "fused.tmp.onnx")
             if refusal is not None:
                 raise QuantizationError(refusal)
+            if logits is not None:
+                np.save(bench.work / FUSED_LOGITS, logits)
         except Exception as exc:
             failed.write_text(f"{type(exc).__name__}: {exc}"[:300])
             raise
@@ -351,7 +365,8 @@ def _build(plan: _Plan, bench: _Bench) -> Path:
         return _fused(bench)
     if isinstance(plan.cfg, DynamicQuantConfig):
         source = _fused(bench) if plan.cfg.fuse else bench.fp32_path
-        return engine.quantize_dynamic(source, target, plan.cfg)
+        raw = engine.quantize_dynamic(source, bench.work / f"{plan.name}.quantized.onnx", plan.cfg)
+        return engine.preoptimize(raw, target)
     return engine.quantize_static(bench.fp32_path, target, plan.cfg, bench.calibration)
 
 
@@ -361,7 +376,9 @@ def _candidate(plan: _Plan, bench: _Bench) -> tuple[CandidateResult, Path | None
     result = CandidateResult(name=plan.name, mode=plan.mode, scheme=_scheme(plan), options=_options(plan.cfg))
     try:
         target = _build(plan, bench)
-        logits, holdout_logits = _run(target, bench.inputs, bench.holdout)
+        scored = bench.work / FUSED_LOGITS
+        known = np.load(scored, allow_pickle=False) if plan.cfg is None and scored.is_file() else None
+        logits, holdout_logits = _run(target, bench.inputs, bench.holdout, known)
         metric = _metric(bench.metric_name, logits, bench.labels)
         verdict = _judge(bench, metric, logits.argmax(-1), _on_holdout(bench, holdout_logits))
         robust, refusal = _robustness(target, plan, bench, logits) if plan.cfg is not None else ({}, None)
@@ -560,7 +577,8 @@ def quantize_model_dir(md: ModelDir, out: Path | str, cfg: QuantizeConfig | None
             choice = _choose(bench, fp32, results, files, fallback, rounds)
         report = QuantizationReport(
             recipe=manifest.recipe, primary_metric=manifest.primary_metric, requested_mode=cfg.mode,
-            gate={"max_drop": cfg.gate.max_drop, "min_metric": cfg.gate.min_metric},
+            gate={"max_drop": cfg.gate.max_drop, "min_metric": cfg.gate.min_metric,
+                  "min_agreement": cfg.gate.min_agreement},
             source_sha256=manifest.files[manifest.model_file], eval_rows=len(bench.labels), fp32=fp32,
             host_isa=engine.host_isa(),
             timing={"rounds": cfg.latency_runs, "block": cfg.latency_block, "confidence": cfg.confidence},

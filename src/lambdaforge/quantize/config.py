@@ -63,14 +63,28 @@ class StaticQuantConfig:
 @dataclass(frozen=True)
 class AccuracyGate:
     """The quantized model may lose at most `max_drop` of the primary metric against fp32
-    (0.005 is half a point of accuracy) and must reach at least `min_metric`."""
+    (0.005 is half a point of accuracy), must reach at least `min_metric`, and must give fp32's top-1 on at
+    least `min_agreement` of the held-out rows: a model that flips more predictions is a different model,
+    even when as many flip right as wrong (its accuracy can then look as good as fp32's, or better)."""
 
     max_drop: float = 0.005
     min_metric: float = 0.0
+    min_agreement: float = 0.98
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.max_drop <= 1.0, f"max_drop must be between 0 and 1, not {self.max_drop}")
         _check(0.0 <= self.min_metric <= 1.0, f"min_metric must be between 0 and 1, not {self.min_metric}")
+        _check(0.0 <= self.min_agreement <= 1.0, f"min_agreement must be between 0 and 1, not {self.min_agreement}")
+
+    def check_agreement(self, flips: int, rows: int) -> tuple[bool, str]:
+        """Top-1 agreement with fp32 on the held-out rows, against `min_agreement`; one flipped row is always
+        allowed, so that a small evaluation set (under 50 rows at 98 %) does not refuse every INT8 model."""
+        agreement = 1.0 - flips / rows if rows else 1.0
+        allowed = max(1, int((1.0 - self.min_agreement) * rows + 1e-9)) if self.min_agreement < 1.0 else 0
+        if flips > allowed:
+            return False, (f"top-1 agreement with fp32 {agreement * 100:.2f} % ({flips} of {rows} rows flipped) is "
+                           f"below the allowed {self.min_agreement * 100:.2f} % ({allowed} rows)")
+        return True, f"agreement with fp32 {agreement * 100:.2f} % (at least {self.min_agreement * 100:.2f} %)"
 
     def check(self, fp32_metric: float, metric: float) -> tuple[bool, str]:
         drop = fp32_metric - metric
@@ -109,9 +123,11 @@ class QuantizeConfig:
         _check(1 <= self.latency_block <= 1_000, "latency_block must be between 1 and 1000")
         _check(0.5 <= self.confidence < 1.0, f"confidence must be in [0.5, 1), not {self.confidence}")
 
-    def with_gate(self, *, max_drop: float | None = None, min_metric: float | None = None) -> QuantizeConfig:
+    def with_gate(self, *, max_drop: float | None = None, min_metric: float | None = None,
+                  min_agreement: float | None = None) -> QuantizeConfig:
         gate = AccuracyGate(max_drop=self.gate.max_drop if max_drop is None else max_drop,
-                            min_metric=self.gate.min_metric if min_metric is None else min_metric)
+                            min_metric=self.gate.min_metric if min_metric is None else min_metric,
+                            min_agreement=self.gate.min_agreement if min_agreement is None else min_agreement)
         return replace(self, gate=gate)
 
 
@@ -140,7 +156,9 @@ def preset(name: str) -> QuantizeConfig:
         raise QuantConfigError(f"unknown quantization preset {name!r}; presets: {', '.join(PRESETS)}") from None
 
 
-def from_mode(mode: str, *, max_drop: float | None = None, min_metric: float | None = None) -> QuantizeConfig:
+def from_mode(mode: str, *, max_drop: float | None = None, min_metric: float | None = None,
+              min_agreement: float | None = None) -> QuantizeConfig:
     """The config the CLI and the quantize function build from their flags or environment."""
     _check(mode in MODES, f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    return QuantizeConfig(mode=mode).with_gate(max_drop=max_drop, min_metric=min_metric)  # type: ignore[arg-type]
+    return QuantizeConfig(mode=mode).with_gate(  # type: ignore[arg-type]
+        max_drop=max_drop, min_metric=min_metric, min_agreement=min_agreement)

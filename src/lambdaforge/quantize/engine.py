@@ -32,6 +32,37 @@ def _quiet() -> Iterator[None]:
         root.setLevel(level)
 
 
+def preoptimize(src: Path, dst: Path) -> Path:
+    """onnxruntime's basic and extended graph optimizations (its fusions), applied once here instead of at every
+    cold start: session creation for the text model drops from about 50 to 33 ms. Not level 3 (layout), which
+    depends on the CPU and stays online. The session policy (`onnxsession.SLOW_FUSIONS`) holds here too, and
+    the gate scores the file written, so what it measured is what serves."""
+    import onnx
+    import onnxruntime as ort
+
+    from lambdaforge.onnxsession import OPTIMIZED_BY_KEY, make_session, runtime_version, session_options
+
+    options = session_options()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(dst)
+    make_session(src, options)
+    model = onnx.load(str(dst))
+    del model.metadata_props[:]  # onnxruntime keeps the source's; ours replace them, stated once each
+    for key, value in [*_metadata(src).items(), (OPTIMIZED_BY_KEY, runtime_version())]:
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    from lambdaforge.onnxsession import OPTIMIZED_BY_KEY
+
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
+            if p.key != OPTIMIZED_BY_KEY}
+
+
 def _qtype(name: str) -> Any:
     from onnxruntime.quantization import QuantType
 
@@ -56,8 +87,11 @@ def fusion_geometry(path: Path) -> dict[str, Any] | None:
 
 
 def fuse_transformer(src: Path, dst: Path, geometry: dict[str, Any]) -> Path:
-    """onnxruntime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu, ...) for an encoder
-    of the recorded geometry; opt_level 0: the fusions only, onnxruntime's own optimizations run at load."""
+    """onnxruntime's transformer fusions (Attention, EmbedLayerNormalization, Gelu) for an encoder of the
+    recorded geometry; opt_level 0: the fusions only, onnxruntime's own optimizations run at load.
+
+    Not SkipLayerNormalization nor BiasGelu: their CPU kernels are slower than what they replace
+    (`lambdaforge.onnxsession.SLOW_FUSIONS`, measured by the model benchmark)."""
     from onnxruntime.transformers import optimizer
     from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
 
@@ -65,6 +99,8 @@ def fuse_transformer(src: Path, dst: Path, geometry: dict[str, Any]) -> Path:
     options = FusionOptions(kind)
     # The raw 0/1 mask, not sequence lengths: a left-padded or holed mask must mean what it means unfused.
     options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    options.enable_skip_layer_norm = False
+    options.enable_bias_gelu = False
     with _quiet():
         model = optimizer.optimize_model(str(src), model_type=kind, num_heads=int(geometry["num_heads"]),
                                          hidden_size=int(geometry["hidden_size"]), opt_level=0,
@@ -238,14 +274,11 @@ def exact_session(path: Path) -> Any:
     """A session on onnxruntime's exact U8U8 path (`session.x64quantprecision`): on x86 without VNNI it turns
     s8 weights that could saturate (any beyond [-64, 64]) into u8; elsewhere, and for 7-bit weights, it changes
     nothing, so the comparison can only differ for 8-bit weights on such a host (`exact_path_exercised`)."""
-    import onnxruntime as ort
+    from lambdaforge.onnxsession import make_session, session_options
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options = session_options()
     options.add_session_config_entry("session.x64quantprecision", "1")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(path, options)
 
 
 def host_isa(flags: set[str] | None = None, machine: str | None = None) -> str:

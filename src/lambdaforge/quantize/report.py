@@ -94,7 +94,9 @@ class QuantizationReport(BaseModel):
             f"- requested mode: `{self.requested_mode}`; chosen: **{self.chosen}**"
             + (" (fallback)" if self.fallback else ""),
             f"- gate: {'passed' if self.gate_passed else 'FAILED'}: {self.gate_reason}",
-            f"- gate bounds: max drop {self.gate['max_drop'] * 100:.2f} points, floor {self.gate['min_metric']:.4f}",
+            f"- gate bounds: max drop {self.gate['max_drop'] * 100:.2f} points, floor {self.gate['min_metric']:.4f}"
+            + (f", top-1 agreement with fp32 at least {self.gate['min_agreement'] * 100:.2f} %"
+               if "min_agreement" in self.gate else ""),
             f"- held-out rows: {self.eval_rows}",
             f"- host CPU class: {self.host_isa or '-'}; latency: median of {int(self.timing.get('rounds', 0))} "
             f"interleaved rounds of {int(self.timing.get('block', 0))} calls, "

@@ -7,6 +7,7 @@ softmax and labels on the way out.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lambdaforge import envvars
-from lambdaforge.onnxsession import open_session
+from lambdaforge.onnxsession import open_session, optimized_elsewhere, runtime_version
 from lambdaforge.runtime.errors import InvalidInputError, RuntimeModelError
 
 if TYPE_CHECKING:
@@ -70,6 +71,11 @@ class Predictor:
         self.manifest = manifest = model_dir.manifest
         self.threads = envvars.setting(threads, envvars.THREADS, default_threads(), int)
         self.session = open_session(model_dir.model_path, error=RuntimeModelError, threads=self.threads)
+        wrote = optimized_elsewhere(self.session)
+        if wrote is not None:  # it still runs (optimized again online), but was gated as the other version ran it
+            logging.getLogger(__name__).warning(
+                "%s was optimized by %s and runs on %s: package the version quantization used",
+                model_dir.model_path, wrote, runtime_version())
         self.input_names = [s.name for s in manifest.inputs]
         self.tokenizer: Any = None
         if manifest.preprocessing.kind == "text":
