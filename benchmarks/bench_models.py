@@ -6,7 +6,9 @@ short tickets are measured separately (`b1_short`) because the runtime does not 
 
 Beside that, for each recipe: every candidate `auto` built, timed interleaved at batch 1 with its
 interval; the host's limit (the model's GEMM MACs over the host's best GEMM rate, INT8 or fp32,
-measured here on the model's own GEMM shapes) and the fraction of it each variant reaches; the
+measured here on the model's own GEMM shapes, in the same interleaved rounds as the shipped model,
+whose fraction of the limit is the median of the per-round ratios), the fraction each variant
+reaches, and where the shipped model's time goes (onnxruntime's profiler); the
 default and exact (U8U8) kernel paths' top-1 agreement; and, for text, a 3-layer encoder beside
 the 6-layer one. Once per run: onnxruntime's fused kernels that lambdaforge turns off, against what
 they replace (`slow_fusions`).
@@ -231,37 +233,50 @@ def gemm_work(path: Path, feed: dict[str, np.ndarray]) -> tuple[int, int, list[t
     return weight_macs, other_macs, weight_gemms
 
 
-def gemm_rates(gemms: list[tuple[int, int, int]], work: Path) -> dict[str, float]:
-    """The host's GEMM rate (MAC/s, one thread) on these shapes, in fp32 and in the INT8 the model ships
-    (7-bit u8s8 dynamic): a graph of just these GEMMs, timed interleaved."""
+def _gemm_graph(gemms: list[tuple[int, int, int]], path: Path, seed: int) -> tuple[Path, dict[str, np.ndarray], int]:
+    """A graph of just these GEMMs (x @ W, each with its own weights), its feed and its MACs."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from lambdaforge.onnxsession import open_session
-    from lambdaforge.quantize import QuantizationError, engine
-    from lambdaforge.quantize.config import DynamicQuantConfig
-    from lambdaforge.timing import interleaved_ms
-
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     nodes, inits, inputs, outputs, feed = [], [], [], [], {}
-    for i, (m, k, n) in enumerate(sorted(set(gemms))):
+    for i, (m, k, n) in enumerate(gemms):
         inputs.append(helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, [m, k]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [m, n]))
         inits.append(numpy_helper.from_array(rng.normal(size=(k, n)).astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"y{i}"], name=f"mm{i}"))
         feed[f"x{i}"] = rng.normal(size=(m, k)).astype(np.float32)
-    macs = sum(m * k * n for m, k, n in sorted(set(gemms)))
-    fp32 = work / "gemms.onnx"
     onnx.save(helper.make_model(helper.make_graph(nodes, "gemms", inputs, outputs, inits),
-                                opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
-    int8 = engine.quantize_dynamic(fp32, work / "gemms-int8.onnx", DynamicQuantConfig())
-    calls = {name: partial(open_session(path, error=QuantizationError).run, None, feed)
-             for name, path in (("fp32", fp32), ("int8", int8))}
-    lat = interleaved_ms(calls, rounds=40, block=3)
-    return {name: macs / (t["p50"] / 1000) for name, t in lat.items()}
+                                opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path, feed, sum(m * k * n for m, k, n in gemms)
 
 
-# an INT8 model's weight GEMMs and their activations' quantization (an fp32 model has none: no in-model rate)
+def gemm_rounds(gemms: list[tuple[int, int, int]], work: Path, shipped: Path,
+                shipped_feed: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The host's GEMM rate on the model's own weight GEMMs, in fp32 and in the INT8 the model ships (7-bit u8s8
+    dynamic), timed in the same interleaved rounds as the shipped model itself, so that the fraction of the
+    limit is a ratio measured side by side. Two graphs per precision: each distinct shape once (its weights
+    stay in cache) and every GEMM of the model with its own weights (the model's working set); the faster
+    one in a round is that round's rate. Returns each callable's per-round ms and each graph's MACs."""
+    from lambdaforge.onnxsession import open_session
+    from lambdaforge.quantize import QuantizationError, engine
+    from lambdaforge.quantize.config import DynamicQuantConfig
+    from lambdaforge.timing import interleaved_samples
+
+    calls: dict[str, Any] = {}
+    macs: dict[str, int] = {}
+    for seed, (kind, shapes) in enumerate((("shapes", sorted(set(gemms))), ("model", gemms))):
+        fp32, feed, n = _gemm_graph(shapes, work / f"gemms-{kind}.onnx", seed)
+        raw = engine.quantize_dynamic(fp32, work / f"gemms-{kind}-int8.raw.onnx", DynamicQuantConfig())
+        int8 = engine.preoptimize(raw, work / f"gemms-{kind}-int8.onnx")
+        for precision, path in (("fp32", fp32), ("int8", int8)):
+            calls[f"{precision}/{kind}"] = partial(open_session(path, error=QuantizationError).run, None, feed)
+            macs[f"{precision}/{kind}"] = n
+    model = open_session(shipped, error=QuantizationError)
+    calls["shipped"] = partial(model.run, None, {i.name: shipped_feed[i.name] for i in model.get_inputs()})
+    return interleaved_samples(calls, rounds=40, block=5), macs
+
+
 WEIGHT_GEMM_OPS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
                    "QGemm", "QLinearMatMul")
 
@@ -328,29 +343,46 @@ def kernel_paths(int8_dir: Path) -> dict[str, Any]:
 def host_limit(name: str, fp32_dir: Path, int8_dir: Path, work: Path, latency: dict[str, Any]) -> dict[str, Any]:
     """The host's limit for the model at batch 1 (text: 128 tokens): all its GEMM MACs at the host's best GEMM
     rate (INT8 or fp32, measured here on the model's own weight-GEMM shapes), and the fraction of that limit
-    each variant reaches. Also a limit that respects precision: the weight GEMMs at the INT8 rate and the
-    others (attention's, fp32 in every variant) at the fp32 rate."""
+    the shipped model reaches, from rounds that time both side by side (median of the per-round ratios, with
+    a 95 % interval); the other variants' fractions use their steady latency. Also a limit that respects
+    precision: the weight GEMMs at the INT8 rate and the others (attention's, fp32 in every variant) at the
+    fp32 rate."""
     from lambdaforge.artifact import open_model_dir
+    from lambdaforge.timing import median_interval
 
     md = open_model_dir(fp32_dir)
     feed = _inputs(name, md, 1)
     weight_macs, other_macs, gemms = gemm_work(md.model_path, feed)
     macs = weight_macs + other_macs
-    rates = gemm_rates(gemms, work) if gemms else {}
-    if not rates:
+    if not gemms:
         return {"gemm_macs_b1": macs}
+    shipped = open_model_dir(int8_dir).model_path
+    rounds, graph_macs = gemm_rounds(gemms, work, shipped, feed)
+    # per round: each precision's rate is its faster graph's; the limit is the model's MACs at the best one
+    per_round = {p: np.max([graph_macs[k] / (rounds[k] / 1000) for k in graph_macs if k.startswith(p)], axis=0)
+                 for p in ("fp32", "int8")}
+    best_round = np.maximum(per_round["fp32"], per_round["int8"])
+    fraction = macs / best_round * 1000 / rounds["shipped"]
+    mixed_fraction = (weight_macs / per_round["int8"] + other_macs / per_round["fp32"]) * 1000 / rounds["shipped"]
+    rates = {p: float(np.median(r)) for p, r in per_round.items()}
     best = max(rates.values())
     limit_ms = macs / best * 1000
     mixed_ms = (weight_macs / rates["int8"] + other_macs / rates["fp32"]) * 1000
+    lo, hi = median_interval(fraction)
     # The shipped model's own split: its weight GEMMs' rate inside the model (when above the measured best
     # rate, the limit is generous), and the time in the operators around them, which no GEMM rate reaches.
-    split = op_profile(open_model_dir(int8_dir).model_path, feed, work)
+    split = op_profile(shipped, feed, work)
     in_model = weight_macs / (split["weight_gemm_ms"] / 1000) if split["weight_gemm_ms"] > 0.01 else None
     return {"shipped_profile_b1": split,
             "shipped_weight_gemm_rate_gmacs": round(in_model / 1e9, 2) if in_model else None,
             "gemm_macs_b1": macs, "weight_gemm_macs_b1": weight_macs, "other_gemm_macs_b1": other_macs,
             "gemm_rate_gmacs": {k: round(v / 1e9, 2) for k, v in rates.items()},
+            "gemm_graph_ms": {k: round(float(np.median(v)), 3) for k, v in rounds.items()},
             "best_rate": max(rates, key=lambda k: rates[k]), "limit_ms_b1": round(limit_ms, 3),
+            "shipped_ms_in_rounds": round(float(np.median(rounds["shipped"])), 3),
+            "shipped_fraction_of_limit_b1": {"median": round(float(np.median(fraction)), 3), "lo": round(lo, 3),
+                                             "hi": round(hi, 3), "rounds": len(fraction)},
+            "shipped_fraction_of_precision_limit_b1": round(float(np.median(mixed_fraction)), 3),
             "fraction_of_limit_b1": {b: round(limit_ms / per["b1"]["p50"], 3) for b, per in latency.items()},
             "int8_precision_limit_ms_b1": round(mixed_ms, 3),
             "int8_fraction_of_precision_limit_b1": round(mixed_ms / latency["ort_int8"]["b1"]["p50"], 3)}
