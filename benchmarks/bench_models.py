@@ -128,9 +128,9 @@ def _default_session(path: Path) -> Any:
     """A session with onnxruntime's own defaults (every fusion on), one thread: the runtime before #14."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads, options.log_severity_level = 1, 1, 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from lambdaforge.onnxsession import PROVIDERS, session_options
+
+    return ort.InferenceSession(str(path), session_options(), providers=PROVIDERS)
 
 
 def slow_fusions(work: Path) -> dict[str, Any]:

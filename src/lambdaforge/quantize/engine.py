@@ -46,21 +46,13 @@ def preoptimize(src: Path, dst: Path) -> Path:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(dst)
     make_session(src, options)
-    model = onnx.load(str(dst))
-    del model.metadata_props[:]  # onnxruntime keeps the source's; ours replace them, stated once each
-    for key, value in [*_metadata(src).items(), (OPTIMIZED_BY_KEY, runtime_version())]:
-        model.metadata_props.add(key=key, value=value)
+    model = onnx.load(str(dst))  # onnxruntime kept the source's metadata; the version key is stated once
+    kept = [p for p in model.metadata_props if p.key != OPTIMIZED_BY_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=OPTIMIZED_BY_KEY, value=runtime_version())
     onnx.save(model, str(dst))
     return dst
-
-
-def _metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    from lambdaforge.onnxsession import OPTIMIZED_BY_KEY
-
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
-            if p.key != OPTIMIZED_BY_KEY}
 
 
 def _qtype(name: str) -> Any:
