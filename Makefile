@@ -23,13 +23,17 @@ help:
 	@echo "make test   - set up and run lint, type checks and every test tier"
 	@echo "make bench  - run the benchmarks (JSON + PNG under benchmarks/results/)"
 
+# onnxruntime exactly as the images pin it: the local gate scores, and the benchmarks time, the runtime that
+# serves (a graph pre-optimized by one version is re-optimized, with a warning, by another).
+ORT := $(shell sed -n 's/^onnxruntime==//p' packaging/inference/requirements.in)
+
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml packaging/inference/requirements.in
 	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
 	# torch first and exactly this version: the CPU wheel on this disk (a range would pull a CUDA build)
 	$(VENV)/bin/pip install $(PIP_QUIET) torch==$(TORCH)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[runtime,convert,train,cloud,local,dev]"
+	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[runtime,convert,train,cloud,local,dev]" "onnxruntime==$(ORT)"
 	@touch $@
 
 tools: $(TOOLS)/.installed

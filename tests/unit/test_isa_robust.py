@@ -31,7 +31,9 @@ def _matmul_model(path: Path, weights: np.ndarray) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])],
         [numpy_helper.from_array(weights.astype(np.float32), "w")])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what the export writes; onnx's own default is newer than the images' onnxruntime loads
+    onnx.save(model, str(path))
     return path
 
 

@@ -32,8 +32,10 @@ def _encoder_block(path: Path) -> Path:
     graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8, 16])
                                                for n in ("x", "skip")],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                      helper.make_opsetid("com.microsoft", 1)]), str(path))
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8  # what the export writes; onnx's own default is newer than the images' onnxruntime loads
+    onnx.save(model, str(path))
     return path
 
 

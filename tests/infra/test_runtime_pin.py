@@ -1,0 +1,35 @@
+"""The dev venv runs the onnxruntime the images pin: the local gate must score, and the benchmarks time, the
+runtime that serves, and a graph pre-optimized here must be one the image does not re-optimize."""
+
+from __future__ import annotations
+
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ("inference", "quantize")
+
+
+def _pins(path: Path) -> set[str]:
+    return set(re.findall(r"^onnxruntime==([0-9][^\s\\]*)", path.read_text(), flags=re.MULTILINE))
+
+
+def test_every_image_file_pins_one_and_the_same_onnxruntime() -> None:
+    files = [ROOT / "packaging" / image / name for image in IMAGES
+             for name in ("requirements.in", "requirements.txt", "requirements-arm64.txt")]
+    pins = {f.relative_to(ROOT).as_posix(): _pins(f) for f in files}
+    assert all(len(p) == 1 for p in pins.values()), pins
+    assert len(set().union(*pins.values())) == 1, pins
+
+
+def test_the_dev_venv_runs_the_images_onnxruntime() -> None:
+    (pin,) = _pins(ROOT / "packaging/inference/requirements.in")
+    assert version("onnxruntime") == pin, (
+        f"the dev venv has onnxruntime {version('onnxruntime')}, the images {pin}: `rm .venv/.installed && make venv`")
+
+
+def test_the_makefile_installs_that_pin() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    assert "sed -n 's/^onnxruntime==//p' packaging/inference/requirements.in" in makefile
+    assert '"onnxruntime==$(ORT)"' in makefile
