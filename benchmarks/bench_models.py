@@ -11,7 +11,8 @@ whose fraction of the limit is the median of the per-round ratios), the fraction
 reaches, and where the shipped model's time goes (onnxruntime's profiler); the
 default and exact (U8U8) kernel paths' top-1 agreement; and, for text, a 3-layer encoder beside
 the 6-layer one. Once per run: onnxruntime's fused kernels that lambdaforge turns off, against what
-they replace (`slow_fusions`).
+they replace (`slow_fusions`), and one layer's attention core against onnxruntime's fused
+MultiHeadAttention (`attention_kernels`).
 
     python benchmarks/bench_models.py --out benchmarks/results/models.json
 """
@@ -187,6 +188,71 @@ def slow_fusions(work: Path) -> dict[str, Any]:
         out[fusion] = {"fused_us": round(fused_us, 1), "unfused_us": round(plain_us, 1),
                        "fused_over_unfused": round(fused_us / plain_us, 3), "disabled": fusion in SLOW_FUSIONS}
         print(f"{fusion}: fused {fused_us:.1f} us, unfused {plain_us:.1f} us ({fused_us / plain_us:.2f}x)")
+    return out
+
+
+def attention_kernels(work: Path, heads: int = 12, hidden: int = 384, tokens: int = 128) -> dict[str, Any]:
+    """One layer's attention core (after the Q, K, V projections, before the output one) at the text encoder's
+    shapes, as the shipped graph computes it (reshapes, transposes, scaled MatMul, additive mask, Softmax,
+    MatMul) against onnxruntime's fused MultiHeadAttention, with a key padding mask and without one (its
+    fastest path, for a batch with no padding), timed interleaved: what a fused attention kernel could save."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lambdaforge.onnxsession import open_session
+    from lambdaforge.quantize import QuantizationError
+    from lambdaforge.timing import interleaved_ms
+
+    rng = np.random.default_rng(0)
+    ms, head = "com.microsoft", hidden // heads
+
+    def value(name: str, kind: int, shape: list[int]) -> Any:
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    qkv = [value(n, TensorProto.FLOAT, [1, tokens, hidden]) for n in "qkv"]
+    mask = value("mask", TensorProto.FLOAT, [1, 1, tokens, tokens])
+    pad = value("pad", TensorProto.INT32, [1, tokens])
+    consts = [numpy_helper.from_array(np.array([0, 0, heads, head], np.int64), "heads"),
+              numpy_helper.from_array(np.array([0, 0, hidden], np.int64), "flat"),
+              numpy_helper.from_array(np.array(1 / np.sqrt(head), np.float32), "scale")]
+    unfused = [helper.make_node("Reshape", ["q", "heads"], ["q4"]),
+               helper.make_node("Transpose", ["q4"], ["qt"], perm=[0, 2, 1, 3]),
+               helper.make_node("Reshape", ["k", "heads"], ["k4"]),
+               helper.make_node("Transpose", ["k4"], ["kt"], perm=[0, 2, 3, 1]),
+               helper.make_node("Reshape", ["v", "heads"], ["v4"]),
+               helper.make_node("Transpose", ["v4"], ["vt"], perm=[0, 2, 1, 3]),
+               helper.make_node("MatMul", ["qt", "kt"], ["s0"]), helper.make_node("Mul", ["s0", "scale"], ["s1"]),
+               helper.make_node("Add", ["s1", "mask"], ["s2"]), helper.make_node("Softmax", ["s2"], ["p"], axis=-1),
+               helper.make_node("MatMul", ["p", "vt"], ["o4"]),
+               helper.make_node("Transpose", ["o4"], ["ot"], perm=[0, 2, 1, 3]),
+               helper.make_node("Reshape", ["ot", "flat"], ["y"])]
+    variants = {
+        "unfused": (unfused, [*qkv, mask], consts),
+        "mha_padding_mask": ([helper.make_node("MultiHeadAttention", ["q", "k", "v", "", "pad"], ["y"], domain=ms,
+                                               num_heads=heads)], [*qkv, pad], []),
+        "mha_no_mask": ([helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y"], domain=ms,
+                                          num_heads=heads)], qkv, []),
+    }
+    feed = {n: rng.normal(size=(1, tokens, hidden)).astype(np.float32) for n in "qkv"}
+    feed |= {"mask": np.zeros((1, 1, tokens, tokens), np.float32), "pad": np.ones((1, tokens), np.int32)}
+    calls, outputs = {}, {}
+    for name, (nodes, inputs, inits) in variants.items():
+        graph = helper.make_graph(nodes, name, inputs, [value("y", TensorProto.FLOAT, [1, tokens, hidden])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+        model.ir_version = IR_VERSION
+        path = work / f"attention-{name}.onnx"
+        onnx.save(model, str(path))
+        sess = open_session(path, error=QuantizationError)
+        sess_feed = {i.name: feed[i.name] for i in sess.get_inputs()}
+        outputs[name] = sess.run(None, sess_feed)[0]
+        calls[name] = partial(sess.run, None, sess_feed)
+    lat = interleaved_ms(calls, rounds=40, block=10)
+    base = lat["unfused"]["p50"]
+    out: dict[str, Any] = {}
+    for name in variants:
+        out[name] = {"us": round(lat[name]["p50"] * 1000, 1), "over_unfused": round(lat[name]["p50"] / base, 3),
+                     "max_abs_diff": float(np.abs(outputs[name] - outputs["unfused"]).max())}
+        print(f"attention core {name}: {lat[name]['p50'] * 1000:.1f} us ({lat[name]['p50'] / base:.2f}x unfused)")
     return out
 
 
@@ -459,6 +525,7 @@ def main() -> None:
 
         results["onnxruntime"] = onnxruntime.__version__
         results["slow_fusions"] = slow_fusions(Path(tmp))
+        results["attention_kernels"] = attention_kernels(Path(tmp))
         for name in args.recipes.split(","):
             fp32, int8 = train_and_quantize(name, workdir)
             results["recipes"][name] = bench_recipe(name, fp32, int8, workdir)
