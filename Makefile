@@ -26,6 +26,7 @@ help:
 # onnxruntime exactly as the images pin it: the local gate scores, and the benchmarks time, the runtime that
 # serves (a graph pre-optimized by one version is re-optimized, with a warning, by another).
 ORT := $(shell sed -n 's/^onnxruntime==//p' packaging/inference/requirements.in)
+$(if $(ORT),,$(error packaging/inference/requirements.in pins no onnxruntime==VERSION))
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml packaging/inference/requirements.in

@@ -29,7 +29,7 @@ import numpy as np
 from common import machine, train_and_quantize, write_json
 
 RUNS = {"b1": 200, "b8": 60}
-IR_VERSION = 8  # what the export writes: onnx's own default is newer than the images' onnxruntime loads
+IR_VERSION = 8  # the TorchScript exporter's: onnx's own default is newer than the images' onnxruntime loads
 LONG_TICKET = ("the invoice for my team subscription was charged twice this month and the refund "
                "never arrived although support promised it last week")
 
@@ -350,16 +350,18 @@ def gemm_rounds(gemms: list[tuple[int, int, int]], work: Path, shipped: Path,
 
 WEIGHT_GEMM_OPS = ("DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeLinear",
                    "QGemm", "QLinearMatMul")
-# Operators that only move data or compute shapes: a fused attention kernel, a static-shape graph or a leaner
-# runtime could remove them; the arithmetic (every other operator) any implementation on these kernels keeps.
+# Operators that only move data or compute shapes. A static-shape graph or a leaner runtime could drop the shape
+# work; a fused attention kernel moves its transposes inside itself rather than removing them (measured in
+# attention_kernels). The arithmetic (every other operator) any implementation on these kernels keeps.
 LAYOUT_OPS = ("Transpose", "Reshape", "Shape", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Expand", "Where",
               "Equal", "Range", "And", "GreaterOrEqual", "Flatten", "Gather", "GatherElements", "ConstantOfShape")
 
 
 def arithmetic_share(kernel_ms_per_op: dict[str, float]) -> float:
     """The share of the kernel time spent in arithmetic (not in LAYOUT_OPS). The shipped model's fraction of the
-    limit divided by it is the fraction it would reach if the layout operators' share of its time were gone:
-    an upper bound for graph rewrites on these kernels (the time between kernels is kept in proportion)."""
+    limit divided by it estimates the fraction it would reach if all of the layout operators' time were gone and
+    the time between kernels shrank in proportion: an optimistic estimate of what graph rewrites on these kernels
+    could reach, not a bound (no rewrite measured here removes all of it)."""
     total = sum(kernel_ms_per_op.values())
     if total <= 0:
         raise ValueError("an empty profile")
@@ -469,7 +471,7 @@ def host_limit(name: str, fp32_dir: Path, int8_dir: Path, work: Path, latency: d
             "shipped_ms_in_rounds": round(float(np.median(rounds["shipped"])), 3),
             "shipped_fraction_of_limit_b1": {"median": round(float(np.median(fraction)), 3), "lo": round(lo, 3),
                                              "hi": round(hi, 3), "rounds": len(fraction)},
-            # the layout operators' share of the time gone: the bound for graph rewrites on these kernels
+            # an optimistic estimate: every layout operator's time gone (see arithmetic_share)
             "shipped_fraction_of_limit_arithmetic_only_b1": {
                 "side_by_side": round(float(np.median(fraction)) / split["arithmetic_share"], 3),
                 "steady": round(limit_ms / latency["ort_int8"]["b1"]["p50"] / split["arithmetic_share"], 3)},

@@ -32,7 +32,7 @@ def _matmul_model(path: Path, weights: np.ndarray) -> Path:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", n])],
         [numpy_helper.from_array(weights.astype(np.float32), "w")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # what the export writes; onnx's own default is newer than the images' onnxruntime loads
+    model.ir_version = 8  # the TorchScript exporter's; onnx's default is newer than the images' onnxruntime loads
     onnx.save(model, str(path))
     return path
 

@@ -34,7 +34,7 @@ def _encoder_block(path: Path) -> Path:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits)
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     model = helper.make_model(graph, opset_imports=opsets)
-    model.ir_version = 8  # what the export writes; onnx's own default is newer than the images' onnxruntime loads
+    model.ir_version = 8  # the TorchScript exporter's; onnx's default is newer than the images' onnxruntime loads
     onnx.save(model, str(path))
     return path
 
