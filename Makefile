@@ -28,13 +28,19 @@ help:
 ORT := $(shell sed -n 's/^onnxruntime==//p' packaging/inference/requirements.in)
 $(if $(ORT),,$(error packaging/inference/requirements.in pins no onnxruntime==VERSION))
 
+# The training job's lock, as plain pins: the dev venv is held to it, so the tests run what the job runs
+# whatever PyPI publishes later (to move a version: install it here by hand, then `make lock`).
+TRAIN_LOCK := src/lambdaforge/training/requirements.txt
+
 venv: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml packaging/inference/requirements.in
+$(VENV)/.installed: pyproject.toml packaging/inference/requirements.in $(TRAIN_LOCK)
 	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
 	# torch first and exactly this version: the CPU wheel on this disk (a range would pull a CUDA build)
 	$(VENV)/bin/pip install $(PIP_QUIET) torch==$(TORCH)
-	$(VENV)/bin/pip install $(PIP_QUIET) -e ".[runtime,convert,train,cloud,local,dev]" "onnxruntime==$(ORT)"
+	@mkdir -p .cache && sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ \;]*\).*/\1/p' $(TRAIN_LOCK) > .cache/train-pins.txt
+	$(VENV)/bin/pip install $(PIP_QUIET) -c .cache/train-pins.txt -e ".[runtime,convert,train,cloud,local,dev]" \
+		"onnxruntime==$(ORT)"
 	@touch $@
 
 tools: $(TOOLS)/.installed
