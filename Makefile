@@ -28,18 +28,24 @@ help:
 ORT := $(shell sed -n 's/^onnxruntime==//p' packaging/inference/requirements.in)
 $(if $(ORT),,$(error packaging/inference/requirements.in pins no onnxruntime==VERSION))
 
-# The training job's lock, as plain pins: the dev venv is held to it, so the tests run what the job runs
-# whatever PyPI publishes later (to move a version: install it here by hand, then `make lock`).
+# The training job's lock, as plain pins: the packages it locks are held to it in the dev venv, so the tests run
+# what the job runs. torch and onnxruntime are left out: they are pinned by name below. To move a locked version,
+# install it into .venv by hand, then `make lock` (or `rm .venv/.installed && make venv lock TRAIN_PINS=/dev/null`:
+# the venv takes the newest versions allowed, and the lock follows it).
 TRAIN_LOCK := src/lambdaforge/training/requirements.txt
+TRAIN_PINS ?= .cache/train-pins.txt
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml packaging/inference/requirements.in $(TRAIN_LOCK)
 	@test -x $(VENV)/bin/python || $(PY311) -m venv $(VENV)
 	$(VENV)/bin/pip install $(PIP_QUIET) --upgrade pip
+	@if [ "$(TRAIN_PINS)" = .cache/train-pins.txt ]; then mkdir -p .cache && \
+		sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ \;]*\).*/\1/p' $(TRAIN_LOCK) \
+		| grep -vE '^(torch|onnxruntime)==' > $(TRAIN_PINS) && test -s $(TRAIN_PINS) \
+		|| { echo "$(TRAIN_LOCK): no name==version pins found" >&2; exit 1; }; fi
 	# torch first and exactly this version: the CPU wheel on this disk (a range would pull a CUDA build)
-	$(VENV)/bin/pip install $(PIP_QUIET) torch==$(TORCH)
-	@mkdir -p .cache && sed -n 's/^\([A-Za-z0-9][A-Za-z0-9._-]*==[^ \;]*\).*/\1/p' $(TRAIN_LOCK) > .cache/train-pins.txt
-	$(VENV)/bin/pip install $(PIP_QUIET) -c .cache/train-pins.txt -e ".[runtime,convert,train,cloud,local,dev]" \
+	$(VENV)/bin/pip install $(PIP_QUIET) -c $(TRAIN_PINS) torch==$(TORCH)
+	$(VENV)/bin/pip install $(PIP_QUIET) -c $(TRAIN_PINS) -e ".[runtime,convert,train,cloud,local,dev]" \
 		"onnxruntime==$(ORT)"
 	@touch $@
 
