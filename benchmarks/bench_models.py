@@ -34,6 +34,18 @@ LONG_TICKET = ("the invoice for my team subscription was charged twice this mont
                "never arrived although support promised it last week")
 
 
+def _save_graph(graph: Any, path: Path, *, contrib: bool = False) -> Path:
+    """A hand-built graph saved as the export writes one: opset 17 (and com.microsoft for fused operators), IR 8."""
+    import onnx
+    from onnx import helper
+
+    opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid("com.microsoft", 1)] if contrib else [])
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = IR_VERSION
+    onnx.save(model, str(path))
+    return path
+
+
 def _inputs(recipe_name: str, md: Any, batch: int, *, short: bool = False) -> dict[str, np.ndarray]:
     if recipe_name == "text":
         from lambdaforge.recipes.text import tokenize
@@ -139,7 +151,6 @@ def slow_fusions(work: Path) -> dict[str, Any]:
     """Why `lambdaforge.onnxsession.SLOW_FUSIONS` are off: each fused kernel against what it replaces, at the
     text encoder's shapes (batch 1, 128 tokens), timed interleaved in this run. A ratio below 1 on some later
     onnxruntime says the fusion pays again."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from lambdaforge.onnxsession import SLOW_FUSIONS, open_session
@@ -154,11 +165,7 @@ def slow_fusions(work: Path) -> dict[str, Any]:
             nodes, name, [helper.make_tensor_value_info(i, TensorProto.FLOAT, [1, 128, hidden]) for i in inputs],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 128, hidden])],
             [numpy_helper.from_array(rng.normal(size=n).astype(np.float32), k) for k, n in inits.items()])
-        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-        model = helper.make_model(g, opset_imports=opsets)
-        model.ir_version = IR_VERSION
-        onnx.save(model, str(path))
-        return path
+        return _save_graph(g, path, contrib=True)
 
     ms = "com.microsoft"
     cases = {
@@ -196,7 +203,6 @@ def attention_kernels(work: Path, heads: int = 12, hidden: int = 384, tokens: in
     shapes, as the shipped graph computes it (reshapes, transposes, scaled MatMul, additive mask, Softmax,
     MatMul) against onnxruntime's fused MultiHeadAttention, with a key padding mask and without one (its
     fastest path, for a batch with no padding), timed interleaved: what a fused attention kernel could save."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     from lambdaforge.onnxsession import open_session
@@ -238,10 +244,7 @@ def attention_kernels(work: Path, heads: int = 12, hidden: int = 384, tokens: in
     calls, outputs = {}, {}
     for name, (nodes, inputs, inits) in variants.items():
         graph = helper.make_graph(nodes, name, inputs, [value("y", TensorProto.FLOAT, [1, tokens, hidden])], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
-        model.ir_version = IR_VERSION
-        path = work / f"attention-{name}.onnx"
-        onnx.save(model, str(path))
+        path = _save_graph(graph, work / f"attention-{name}.onnx", contrib=True)
         sess = open_session(path, error=QuantizationError)
         sess_feed = {i.name: feed[i.name] for i in sess.get_inputs()}
         outputs[name] = sess.run(None, sess_feed)[0]
@@ -304,7 +307,6 @@ def gemm_work(path: Path, feed: dict[str, np.ndarray]) -> tuple[int, int, list[t
 
 def _gemm_graph(gemms: list[tuple[int, int, int]], path: Path, seed: int) -> tuple[Path, dict[str, np.ndarray], int]:
     """A graph of just these GEMMs (x @ W, each with its own weights), its feed and its MACs."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
@@ -315,10 +317,7 @@ def _gemm_graph(gemms: list[tuple[int, int, int]], path: Path, seed: int) -> tup
         inits.append(numpy_helper.from_array(rng.normal(size=(k, n)).astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [f"x{i}", f"w{i}"], [f"y{i}"], name=f"mm{i}"))
         feed[f"x{i}"] = rng.normal(size=(m, k)).astype(np.float32)
-    model = helper.make_model(helper.make_graph(nodes, "gemms", inputs, outputs, inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = IR_VERSION
-    onnx.save(model, str(path))
+    _save_graph(helper.make_graph(nodes, "gemms", inputs, outputs, inits), path)
     return path, feed, sum(m * k * n for m, k, n in gemms)
 
 

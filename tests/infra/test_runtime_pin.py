@@ -4,18 +4,21 @@ runtime that serves, and a graph pre-optimized here must be one the image does n
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
+
+from lambdaforge.training.lock import pins
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ("inference", "quantize")
 
 
 def _pins(path: Path) -> set[str]:
-    return set(re.findall(r"^onnxruntime==([0-9][^\s\\]*)", path.read_text(), flags=re.MULTILINE))
+    """Every onnxruntime version a requirements file pins (the training lock's parser reads any of them)."""
+    lines = [line for line in path.read_text().splitlines() if line.startswith("onnxruntime==")]
+    return {pins(line)["onnxruntime"] for line in lines}
 
 
 def test_every_image_file_pins_one_and_the_same_onnxruntime() -> None:
